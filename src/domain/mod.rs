@@ -1,0 +1,16 @@
+//! The rules of the service, free of I/O: ids, validated specs, records, and what a PutSpec or
+//! DeleteSpec does to a stored record.
+
+mod error;
+mod id;
+mod record;
+mod rules;
+pub mod validate;
+
+pub use error::{Error, FieldViolation};
+pub use id::SpecId;
+pub use record::{
+    DeleteCommand, Labels, ListQuery, PutCommand, PutOutcome, SpecRecord, ValidatedSpec,
+    micros_now, spec_digest,
+};
+pub use rules::{DeleteDecision, PutDecision, decide_delete, decide_put};

@@ -1,0 +1,157 @@
+//! The rules of PutSpec and DeleteSpec, as pure functions of the stored record and the request.
+//!
+//! Both stores read the current row inside a transaction, ask these functions what to do, and
+//! write the answer in the same transaction; so the rules live here once.
+
+use chrono::{DateTime, Utc};
+
+use super::{DeleteCommand, Error, PutCommand, SpecRecord};
+
+/// What a PutSpec does to the stored row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PutDecision {
+    /// Write a new record (over an expired row, if one is still stored).
+    Create(SpecRecord),
+    /// Overwrite the live record with this one.
+    Update(SpecRecord),
+    /// Nothing changes; this is the stored record.
+    Unchanged(SpecRecord),
+}
+
+impl PutDecision {
+    /// The record as it is once the decision is carried out.
+    pub fn record(&self) -> &SpecRecord {
+        match self {
+            Self::Create(r) | Self::Update(r) | Self::Unchanged(r) => r,
+        }
+    }
+}
+
+/// Decides what a put does, given the stored row (expired or not) for its id.
+///
+/// - No live record: create at generation 1, unless `expected_generation` > 0 (NOT_FOUND).
+/// - Same spec: success whatever `expected_generation` says, so a retried put never fails. New
+///   labels are stored with generation + 1 (but if `expected_generation` is given, it must match:
+///   a caller changing labels from a stale view is refused like any other stale write). A `ttl`
+///   moves `expire_time` to `now + ttl` without touching the generation.
+/// - Different spec: only with `expected_generation` equal to the stored generation.
+pub fn decide_put(
+    stored: Option<&SpecRecord>,
+    cmd: PutCommand,
+    now: DateTime<Utc>,
+) -> Result<PutDecision, Error> {
+    let expire_from_ttl = cmd.ttl.map(|ttl| now + ttl);
+    let Some(current) = stored.filter(|r| !r.is_expired(now)) else {
+        if let Some(expected) = cmd.expected_generation.filter(|g| *g > 0) {
+            return Err(Error::NotFound {
+                message: format!(
+                    "no spec with id {:?}, so expected_generation {expected} cannot match; use \
+                     expected_generation 0 or leave it unset to create it",
+                    cmd.id.as_str()
+                ),
+            });
+        }
+        let spec_digest = cmd.spec.digest().to_owned();
+        return Ok(PutDecision::Create(SpecRecord {
+            id: cmd.id,
+            spec: Some(cmd.spec.into_bytes()),
+            spec_digest,
+            labels: cmd.labels,
+            generation: 1,
+            create_time: now,
+            update_time: now,
+            expire_time: expire_from_ttl,
+        }));
+    };
+
+    let same_spec = current.spec_digest == cmd.spec.digest()
+        && current.spec.as_deref() == Some(cmd.spec.bytes());
+    if !same_spec || current.labels != cmd.labels {
+        check_expected_generation(current, cmd.expected_generation, same_spec)?;
+    }
+
+    let mut next = current.clone();
+    if !same_spec {
+        next.spec_digest = cmd.spec.digest().to_owned();
+        next.spec = Some(cmd.spec.into_bytes());
+    }
+    let labels_changed = next.labels != cmd.labels;
+    next.labels = cmd.labels;
+    if !same_spec || labels_changed {
+        next.generation += 1;
+    }
+    if let Some(expire) = expire_from_ttl {
+        next.expire_time = Some(expire);
+    }
+    if next == *current {
+        return Ok(PutDecision::Unchanged(next));
+    }
+    next.update_time = now;
+    Ok(PutDecision::Update(next))
+}
+
+/// Refuses a change to a live record unless `expected` names its generation.
+fn check_expected_generation(
+    current: &SpecRecord,
+    expected: Option<i64>,
+    same_spec: bool,
+) -> Result<(), Error> {
+    match expected {
+        None if same_spec => Ok(()),
+        None => Err(Error::AlreadyExists {
+            message: format!(
+                "spec {:?} already exists with a different spec (generation {}, {}); replacing a \
+                 spec needs expected_generation set to the stored generation",
+                current.id.as_str(),
+                current.generation,
+                current.spec_digest
+            ),
+        }),
+        Some(0) => Err(Error::AlreadyExists {
+            message: format!(
+                "spec {:?} already exists (generation {}); expected_generation 0 means it must \
+                 not exist yet",
+                current.id.as_str(),
+                current.generation
+            ),
+        }),
+        Some(expected) if expected == current.generation => Ok(()),
+        Some(expected) => Err(Error::Aborted {
+            id: current.id.to_string(),
+            expected,
+            actual: current.generation,
+        }),
+    }
+}
+
+/// What a DeleteSpec does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeleteDecision {
+    /// Delete the row.
+    Delete,
+    /// There is no live record and the caller allowed that: `deleted = false`.
+    NothingToDelete,
+}
+
+/// Decides what a delete does, given the stored row (expired or not) for its id.
+pub fn decide_delete(
+    stored: Option<&SpecRecord>,
+    cmd: &DeleteCommand,
+    now: DateTime<Utc>,
+) -> Result<DeleteDecision, Error> {
+    let Some(current) = stored.filter(|r| !r.is_expired(now)) else {
+        return if cmd.allow_missing {
+            Ok(DeleteDecision::NothingToDelete)
+        } else {
+            Err(Error::not_found(cmd.id.as_str()))
+        };
+    };
+    match cmd.expected_generation {
+        Some(expected) if expected != current.generation => Err(Error::Aborted {
+            id: current.id.to_string(),
+            expected,
+            actual: current.generation,
+        }),
+        _ => Ok(DeleteDecision::Delete),
+    }
+}

@@ -1,0 +1,80 @@
+//! Storage of spec records: one [`Store`] trait and two drivers, PostgreSQL and SQLite, chosen by
+//! the scheme of `database.url`. Both pass the same conformance suite (`tests/it/store.rs`).
+//!
+//! Every read-modify-write runs in one transaction that reads the row, asks
+//! [`crate::domain::decide_put`] / [`crate::domain::decide_delete`] what to do, and writes the answer,
+//! so the rules of the API live in one place and hold under concurrent writers.
+
+mod postgres;
+mod sqlite;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+
+use crate::config::DatabaseSettings;
+use crate::domain::{DeleteCommand, Error, ListQuery, PutCommand, PutOutcome, SpecId, SpecRecord};
+
+pub use postgres::PostgresStore;
+pub use sqlite::SqliteStore;
+
+/// A place where spec records live.
+///
+/// `now` is passed in by the caller, truncated to microseconds (see
+/// [`crate::domain::micros_now`]): a record whose `expire_time <= now` is invisible to every method
+/// at once, whether or not the sweeper has deleted it yet.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// The backend's name, for logs: `postgres` or `sqlite`.
+    fn backend(&self) -> &'static str;
+
+    /// Applies pending migrations of this backend (`migrations/<backend>/`).
+    async fn migrate(&self) -> Result<(), Error>;
+
+    /// Checks that the database answers and the schema is in place.
+    async fn ping(&self) -> Result<(), Error>;
+
+    /// The live record for `id`, with its spec.
+    async fn get(&self, id: &SpecId, now: DateTime<Utc>) -> Result<Option<SpecRecord>, Error>;
+
+    /// Only the encoded spec of the live record for `id`: the hot path of GetImageSpec.
+    async fn get_spec(&self, id: &SpecId, now: DateTime<Utc>) -> Result<Option<Vec<u8>>, Error>;
+
+    /// Carries out a PutSpec in one transaction.
+    async fn put(&self, cmd: PutCommand, now: DateTime<Utc>) -> Result<PutOutcome, Error>;
+
+    /// Carries out a DeleteSpec in one transaction; `Ok(true)` when a record was deleted.
+    async fn delete(&self, cmd: &DeleteCommand, now: DateTime<Utc>) -> Result<bool, Error>;
+
+    /// Live records matching `query`, in id order (byte order), at most `query.limit`.
+    async fn list(&self, query: &ListQuery, now: DateTime<Utc>) -> Result<Vec<SpecRecord>, Error>;
+
+    /// Deletes at most `batch_size` records expired at `now`; returns how many it deleted.
+    async fn delete_expired(&self, now: DateTime<Utc>, batch_size: u32) -> Result<u64, Error>;
+}
+
+/// Opens the store named by `settings.url`. Connections are made lazily, so this succeeds while
+/// the database is down; [`Store::ping`] tells when it answers.
+pub async fn open(settings: &DatabaseSettings) -> Result<Arc<dyn Store>, Error> {
+    match settings.url.scheme() {
+        Some("postgres" | "postgresql") => Ok(Arc::new(PostgresStore::open(settings)?)),
+        Some("sqlite") => Ok(Arc::new(SqliteStore::open(settings).await?)),
+        _ => Err(Error::Internal(anyhow::anyhow!(
+            "database.url {} has an unsupported scheme (use sqlite:// or postgres://)",
+            settings.url
+        ))),
+    }
+}
+
+/// Maps a database error: failures to reach the database are UNAVAILABLE, the rest internal.
+pub(crate) fn db_error(err: sqlx::Error) -> Error {
+    match err {
+        sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::WorkerCrashed => Error::Unavailable(err.into()),
+        other => Error::Internal(other.into()),
+    }
+}

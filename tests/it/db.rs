@@ -1,0 +1,1 @@
+//! Test databases: a fresh PostgreSQL database or SQLite file per test.

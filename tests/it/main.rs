@@ -1,0 +1,5 @@
+//! Integration tests, one binary: the store conformance suite on both backends, and end-to-end
+//! gRPC tests against a real server on port 0.
+
+mod db;
+mod store;

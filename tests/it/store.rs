@@ -1,0 +1,1 @@
+//! The store conformance suite, written once and run against every backend.

@@ -245,7 +245,9 @@ impl Settings {
                 config::Environment::with_prefix(ENV_PREFIX)
                     .prefix_separator("__")
                     .separator("__")
-                    .list_separator(",")
+                    // No list settings yet. When one comes, name it with `with_list_parse_key`
+                    // and set `list_separator(",")`: without named keys, `config` splits every
+                    // value into a list.
                     .try_parsing(true)
                     .source(env),
             )
@@ -278,8 +280,7 @@ impl Settings {
         if self.database.acquire_timeout.is_zero() {
             return invalid("database.acquire_timeout", "must be longer than 0s");
         }
-        if self.limits.max_spec_bytes == 0 || self.limits.max_spec_bytes > FACADE_MAX_ANSWER_BYTES
-        {
+        if self.limits.max_spec_bytes == 0 || self.limits.max_spec_bytes > FACADE_MAX_ANSWER_BYTES {
             return invalid(
                 "limits.max_spec_bytes",
                 "must be between 1 and 16777216 (16 MiB, the most a registry facade accepts)",
@@ -363,16 +364,41 @@ mod tests {
     #[test]
     fn errors_name_the_offending_key() {
         let cases = [
-            ("SPEC_PROVIDER__SERVER__LISTEN", "not-an-address", "server.listen"),
+            (
+                "SPEC_PROVIDER__SERVER__LISTEN",
+                "not-an-address",
+                "server.listen",
+            ),
             ("SPEC_PROVIDER__DATABASE__URL", "mysql://x", "database.url"),
-            ("SPEC_PROVIDER__LIMITS__MAX_SPEC_BYTES", "99999999", "limits.max_spec_bytes"),
-            ("SPEC_PROVIDER__SERVER__SHUTDOWN_GRACE", "soon", "server.shutdown_grace"),
+            (
+                "SPEC_PROVIDER__LIMITS__MAX_SPEC_BYTES",
+                "99999999",
+                "limits.max_spec_bytes",
+            ),
+            (
+                "SPEC_PROVIDER__SERVER__SHUTDOWN_GRACE",
+                "soon",
+                "server.shutdown_grace",
+            ),
             ("SPEC_PROVIDER__SERVER__LISTNE", "x", "listne"),
         ];
         for (key, value, named) in cases {
-            let err = Settings::load(None, env(&[(key, value)])).unwrap_err().to_string();
-            assert!(err.contains(named), "{key}={value}: {err:?} should name {named}");
+            let err = Settings::load(None, env(&[(key, value)]))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains(named),
+                "{key}={value}: {err:?} should name {named}"
+            );
         }
+    }
+
+    #[test]
+    fn the_example_file_loads_and_matches_the_defaults() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("spec-provider.example.toml");
+        let example = Settings::load(Some(&path), env(&[])).unwrap();
+        let defaults = Settings::load(None, env(&[])).unwrap();
+        assert_eq!(format!("{example:?}"), format!("{defaults:?}"));
     }
 
     #[test]

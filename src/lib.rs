@@ -1,7 +1,11 @@
 //! spec-provider: the SpecProvider a registry facade asks which image spec belongs to an id.
 #![warn(missing_docs)]
 
+pub mod api;
+pub mod cli;
 pub mod config;
 pub mod domain;
 pub mod proto;
+pub mod server;
 pub mod store;
+pub mod telemetry;

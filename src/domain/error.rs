@@ -67,7 +67,9 @@ impl Error {
     /// The usual NOT_FOUND for an id with no live record.
     pub fn not_found(id: &str) -> Self {
         Self::NotFound {
-            message: format!("no spec with id {id:?} (it was never stored, was deleted, or has expired)"),
+            message: format!(
+                "no spec with id {id:?} (it was never stored, was deleted, or has expired)"
+            ),
         }
     }
 

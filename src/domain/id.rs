@@ -63,7 +63,7 @@ fn is_path_component(s: &str) -> bool {
 }
 
 /// Whether `prefix` could start some valid id: ids' characters only, at most `MAX_ID_LEN` long.
-pub(crate) fn is_id_prefix(prefix: &str) -> bool {
+pub fn is_id_prefix(prefix: &str) -> bool {
     prefix.len() <= MAX_ID_LEN
         && prefix
             .bytes()

@@ -3,12 +3,14 @@
 
 mod error;
 mod id;
+mod page_token;
 mod record;
 mod rules;
 pub mod validate;
 
 pub use error::{Error, FieldViolation};
-pub use id::SpecId;
+pub use id::{SpecId, is_id_prefix};
+pub use page_token::PageToken;
 pub use record::{
     DeleteCommand, Labels, ListQuery, PutCommand, PutOutcome, SpecRecord, ValidatedSpec,
     micros_now, spec_digest,

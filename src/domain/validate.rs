@@ -23,9 +23,9 @@ pub fn validate_put(req: PutSpecRequest, rules: &ValidationRules) -> Result<PutC
         spec,
         labels: req.labels.into_iter().collect(),
         expected_generation: req.expected_generation,
-        ttl: req
-            .ttl
-            .map(|d| chrono::Duration::seconds(d.seconds) + chrono::Duration::nanoseconds(d.nanos.into())),
+        ttl: req.ttl.map(|d| {
+            chrono::Duration::seconds(d.seconds) + chrono::Duration::nanoseconds(d.nanos.into())
+        }),
     })
 }
 

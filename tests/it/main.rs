@@ -1,5 +1,11 @@
 //! Integration tests, one binary: the store conformance suite on both backends, and end-to-end
 //! gRPC tests against a real server on port 0.
 
+mod app;
+mod cli;
 mod db;
+mod fixtures;
+mod gate;
+mod grpc;
+mod health;
 mod store;

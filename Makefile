@@ -1,0 +1,31 @@
+# spec-provider developer commands. `make help` lists them.
+
+# The PostgreSQL the tests use (each test creates and drops its own database in it).
+DATABASE_URL ?= postgres://postgres:postgres@127.0.0.1:5432/postgres
+export DATABASE_URL
+
+.DEFAULT_GOAL := help
+.PHONY: help run test lint fmt db-up db-down
+
+help: ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-8s %s\n", $$1, $$2}'
+
+run: ## Serve on 127.0.0.1:8080 with embedded SQLite (spec-provider.db)
+	cargo run --release
+
+test: ## Run every test (PostgreSQL from DATABASE_URL or 127.0.0.1:5432; started with docker compose if absent)
+	@scripts/ensure-postgres.sh
+	cargo test
+
+lint: ## cargo fmt --check and clippy with warnings as errors
+	cargo fmt --check
+	cargo clippy --all-targets -- -D warnings
+
+fmt: ## Format the code
+	cargo fmt
+
+db-up: ## Start PostgreSQL 15 in Docker on 127.0.0.1:5432
+	docker compose up -d --wait postgres
+
+db-down: ## Stop the Docker PostgreSQL (its data volume is kept)
+	docker compose down

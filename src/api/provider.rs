@@ -1,0 +1,57 @@
+//! `registryfacade.SpecProvider`: the hot read path of every image pull.
+
+use std::time::Instant;
+
+use tonic::{Request, Response, Status};
+use tracing::Level;
+
+use super::convert::decode_spec;
+use super::{ApiState, finish};
+use crate::domain::{Error, SpecId, micros_now};
+use crate::proto::registryfacade::spec_provider_server::SpecProvider;
+use crate::proto::registryfacade::{GetImageSpecRequest, GetImageSpecResponse};
+
+/// The SpecProvider service registry facades call.
+#[derive(Clone)]
+pub struct ProviderService {
+    state: ApiState,
+}
+
+impl ProviderService {
+    /// The service over shared state.
+    pub fn new(state: ApiState) -> Self {
+        Self { state }
+    }
+
+    async fn get_image_spec(&self, raw_id: &str) -> Result<GetImageSpecResponse, Error> {
+        let id = SpecId::parse(raw_id).map_err(|reason| Error::invalid("id", reason))?;
+        let bytes = self
+            .state
+            .store()?
+            .get_spec(&id, micros_now())
+            .await?
+            .ok_or_else(|| Error::not_found(id.as_str()))?;
+        Ok(GetImageSpecResponse {
+            spec: Some(decode_spec(&bytes)?),
+        })
+    }
+}
+
+#[tonic::async_trait]
+impl SpecProvider for ProviderService {
+    async fn get_image_spec(
+        &self,
+        request: Request<GetImageSpecRequest>,
+    ) -> Result<Response<GetImageSpecResponse>, Status> {
+        let started = Instant::now();
+        let id = request.into_inner().id;
+        let result = ProviderService::get_image_spec(self, &id).await;
+        finish(
+            "registryfacade.SpecProvider/GetImageSpec",
+            &id,
+            started,
+            Level::DEBUG,
+            result,
+        )
+    }
+}

@@ -1,0 +1,147 @@
+//! The command line: `spec-provider [serve]`, `migrate`, `health`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
+
+use crate::config::Settings;
+use crate::server::{Application, shutdown_signal};
+use crate::{store, telemetry};
+
+/// spec-provider: tells registry facades which image spec belongs to an id.
+#[derive(Debug, Parser)]
+#[command(name = "spec-provider", version, about)]
+pub struct Cli {
+    /// Settings file (TOML); environment variables SPEC_PROVIDER__<SECTION>__<KEY> override it.
+    #[arg(
+        long,
+        short,
+        global = true,
+        env = "SPEC_PROVIDER_CONFIG",
+        value_name = "FILE"
+    )]
+    config: Option<PathBuf>,
+
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serve gRPC (the default when no subcommand is given).
+    Serve,
+    /// Apply pending database migrations and exit.
+    Migrate,
+    /// Ask a server's gRPC health service; exit 0 only if it is SERVING (for container probes).
+    Health(HealthArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct HealthArgs {
+    /// The server to ask.
+    #[arg(
+        long,
+        env = "SPEC_PROVIDER_ADDR",
+        default_value = "http://127.0.0.1:8080"
+    )]
+    addr: String,
+    /// The service to ask about; empty for the server as a whole.
+    #[arg(long, default_value = "")]
+    service: String,
+    /// Give up after this long (e.g. 500ms, 5s).
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    timeout: Duration,
+}
+
+impl Cli {
+    /// Runs the command; the exit code is 0 on success and 1 on failure (clap exits 2 on usage
+    /// errors before this is reached).
+    pub fn run(self) -> ExitCode {
+        let runtime = match tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+        {
+            Ok(runtime) => runtime,
+            Err(err) => {
+                eprintln!("spec-provider: cannot start the async runtime: {err}");
+                return ExitCode::FAILURE;
+            }
+        };
+        let result = runtime.block_on(async {
+            match self.command.unwrap_or(Command::Serve) {
+                Command::Serve => serve(self.config).await,
+                Command::Migrate => migrate(self.config).await,
+                Command::Health(args) => health(args).await,
+            }
+        });
+        match result {
+            Ok(code) => code,
+            Err(err) => {
+                eprintln!("spec-provider: {err:#}");
+                ExitCode::FAILURE
+            }
+        }
+    }
+}
+
+fn load_settings(config: Option<PathBuf>) -> anyhow::Result<Settings> {
+    Ok(Settings::load(config.as_deref(), None)?)
+}
+
+async fn serve(config: Option<PathBuf>) -> anyhow::Result<ExitCode> {
+    let settings = load_settings(config)?;
+    telemetry::init(settings.log.format);
+    tracing::info!(version = env!("CARGO_PKG_VERSION"), ?settings, "starting");
+    let app = Application::build(settings).await?;
+    app.run(shutdown_signal()).await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn migrate(config: Option<PathBuf>) -> anyhow::Result<ExitCode> {
+    let settings = load_settings(config)?;
+    telemetry::init(settings.log.format);
+    let store = store::open(&settings.database).await?;
+    store.migrate().await?;
+    println!("migrations applied to {}", settings.database.url);
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn health(args: HealthArgs) -> anyhow::Result<ExitCode> {
+    let check = async {
+        let endpoint = tonic::transport::Endpoint::from_shared(args.addr.clone())
+            .map_err(|e| anyhow::anyhow!("--addr {:?} is not a valid URL: {e}", args.addr))?
+            .connect_timeout(args.timeout);
+        let channel = endpoint
+            .connect()
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot reach {}: {e}", args.addr))?;
+        let response = HealthClient::new(channel)
+            .check(HealthCheckRequest {
+                service: args.service.clone(),
+            })
+            .await
+            .map_err(|status| {
+                anyhow::anyhow!(
+                    "{} answered {:?}: {}",
+                    args.addr,
+                    status.code(),
+                    status.message()
+                )
+            })?;
+        Ok::<_, anyhow::Error>(response.into_inner().status())
+    };
+    let status = tokio::time::timeout(args.timeout, check)
+        .await
+        .map_err(|_| anyhow::anyhow!("{} did not answer within {:?}", args.addr, args.timeout))??;
+    println!("{}", status.as_str_name());
+    Ok(if status == ServingStatus::Serving {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}

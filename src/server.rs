@@ -1,0 +1,311 @@
+//! Assembly of the server: the gRPC services, health that tells the truth, the background tasks,
+//! and graceful shutdown.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio::sync::Notify;
+use tokio_stream::wrappers::TcpListenerStream;
+use tokio_util::sync::CancellationToken;
+use tonic::server::NamedService;
+use tonic_health::ServingStatus;
+use tonic_health::server::HealthReporter;
+
+use crate::api::{AdminService, ApiState, ProviderService};
+use crate::config::{DatabaseSettings, Settings, SweeperSettings};
+use crate::domain::micros_now;
+use crate::domain::validate::ValidationRules;
+use crate::proto;
+use crate::proto::registryfacade::spec_provider_server::SpecProviderServer;
+use crate::proto::specprovider::v1::spec_admin_server::SpecAdminServer;
+use crate::store::{self, Store};
+
+/// Room for a PutSpec request's id, labels and framing on top of the largest accepted spec, so that
+/// an oversized spec gets our clear validation error rather than tonic's size limit.
+const ADMIN_REQUEST_OVERHEAD_BYTES: usize = 256 * 1024;
+
+/// The longest wait between two attempts to reach the database while it does not answer.
+const MAX_RETRY_INTERVAL: Duration = Duration::from_secs(1);
+
+/// The gRPC services whose health is reported individually (besides the overall `""`).
+const SERVICES: [&str; 2] = [
+    <SpecProviderServer<ProviderService> as NamedService>::NAME,
+    <SpecAdminServer<AdminService> as NamedService>::NAME,
+];
+
+/// A server bound to its listener, ready to run. Binding first lets tests use port 0 and read the
+/// port before the server runs.
+pub struct Application {
+    listener: TcpListener,
+    local_addr: SocketAddr,
+    settings: Settings,
+    store: Arc<dyn Store>,
+}
+
+impl Application {
+    /// Opens the store (lazily: the database may still be down) and binds `server.listen`.
+    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        let store = store::open(&settings.database)
+            .await
+            .context("opening the database")?;
+        let listener = TcpListener::bind(settings.server.listen)
+            .await
+            .with_context(|| format!("binding server.listen {}", settings.server.listen))?;
+        let local_addr = listener.local_addr()?;
+        Ok(Self {
+            listener,
+            local_addr,
+            settings,
+            store,
+        })
+    }
+
+    /// The address the gRPC listener is bound to.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Serves until `shutdown` completes, then drains: health turns NOT_SERVING, the listener
+    /// stops accepting, and in-flight RPCs get `server.shutdown_grace` to finish.
+    pub async fn run(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let Self {
+            listener,
+            local_addr,
+            settings,
+            store,
+        } = self;
+        let (reporter, health_service) = tonic_health::server::health_reporter();
+        let health = Health::new(reporter);
+        health.set(false).await;
+
+        let rules = ValidationRules {
+            allow_http_urls: settings.validation.allow_http_urls,
+            max_spec_bytes: settings.limits.max_spec_bytes,
+        };
+        let state = ApiState::new(store.clone(), rules);
+        let background = CancellationToken::new();
+        let watcher = tokio::spawn(watch_database(
+            store.clone(),
+            state.clone(),
+            health.clone(),
+            settings.database.clone(),
+            settings.health.check_interval,
+            background.clone(),
+        ));
+        let sweeper = tokio::spawn(sweep_expired(
+            store.clone(),
+            state.clone(),
+            settings.sweeper.clone(),
+            background.clone(),
+        ));
+
+        let provider = SpecProviderServer::new(ProviderService::new(state.clone()));
+        let admin = SpecAdminServer::new(AdminService::new(state)).max_decoding_message_size(
+            settings.limits.max_spec_bytes + ADMIN_REQUEST_OVERHEAD_BYTES,
+        );
+
+        let draining = Arc::new(Notify::new());
+        let on_shutdown = {
+            let health = health.clone();
+            let draining = draining.clone();
+            async move {
+                shutdown.await;
+                tracing::info!("shutting down: health NOT_SERVING, draining in-flight RPCs");
+                health.stop().await;
+                background.cancel();
+                draining.notify_one();
+            }
+        };
+
+        tracing::info!(
+            %local_addr,
+            backend = store.backend(),
+            database = %settings.database.url,
+            "spec-provider listening"
+        );
+        let serve = tonic::transport::Server::builder()
+            .tcp_nodelay(true)
+            .add_service(health_service)
+            .add_service(reflection_builder().build_v1()?)
+            .add_service(reflection_builder().build_v1alpha()?)
+            .add_service(provider)
+            .add_service(admin)
+            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), on_shutdown);
+
+        let grace = settings.server.shutdown_grace;
+        tokio::select! {
+            result = serve => result.context("serving gRPC")?,
+            () = async { draining.notified().await; tokio::time::sleep(grace).await } => {
+                tracing::warn!(?grace, "shutdown grace period over; abandoning RPCs still running");
+            }
+        }
+        watcher.abort();
+        sweeper.abort();
+        tracing::info!("stopped");
+        Ok(())
+    }
+}
+
+/// The reflection service: our two services and health, by an explicit allow-list.
+fn reflection_builder() -> tonic_reflection::server::Builder<'static> {
+    tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .with_service_name(SERVICES[0])
+        .with_service_name(SERVICES[1])
+        .with_service_name("grpc.health.v1.Health")
+}
+
+/// The health statuses of the server and each service, moved together. Once shutdown starts it
+/// stays NOT_SERVING.
+#[derive(Clone)]
+struct Health {
+    reporter: HealthReporter,
+    stopping: Arc<AtomicBool>,
+}
+
+impl Health {
+    fn new(reporter: HealthReporter) -> Self {
+        Self {
+            reporter,
+            stopping: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
+    async fn set(&self, serving: bool) {
+        let status = if serving && !self.stopping.load(Ordering::Acquire) {
+            ServingStatus::Serving
+        } else {
+            ServingStatus::NotServing
+        };
+        for service in std::iter::once("").chain(SERVICES) {
+            self.reporter.set_service_status(service, status).await;
+        }
+    }
+
+    async fn stop(&self) {
+        self.stopping.store(true, Ordering::Release);
+        self.set(false).await;
+    }
+}
+
+/// Applies migrations once the database answers, then checks it every `interval`: health is
+/// SERVING exactly while the checks pass.
+async fn watch_database(
+    store: Arc<dyn Store>,
+    state: ApiState,
+    health: Health,
+    database: DatabaseSettings,
+    interval: Duration,
+    cancel: CancellationToken,
+) {
+    let mut migrated = !database.run_migrations;
+    let mut serving = None;
+    loop {
+        let check = async {
+            if !migrated {
+                store.migrate().await?;
+                migrated = true;
+                tracing::info!(backend = store.backend(), "database migrations applied");
+            }
+            store.ping().await
+        };
+        let ok = match check.await {
+            Ok(()) => {
+                state.mark_ready();
+                if serving != Some(true) {
+                    tracing::info!("database answers: SERVING");
+                }
+                true
+            }
+            Err(err) => {
+                if serving != Some(false) {
+                    tracing::warn!(
+                        error = format!("{:#}", anyhow::Error::new(err)),
+                        "database check failed: NOT_SERVING until it answers"
+                    );
+                }
+                false
+            }
+        };
+        health.set(ok).await;
+        serving = Some(ok);
+        let wait = if ok {
+            interval
+        } else {
+            interval.min(MAX_RETRY_INTERVAL)
+        };
+        tokio::select! {
+            () = cancel.cancelled() => return,
+            () = tokio::time::sleep(wait) => {}
+        }
+    }
+}
+
+/// Deletes expired records every `settings.interval`, in batches of `settings.batch_size`.
+/// Expired records are already invisible; this only reclaims their space.
+async fn sweep_expired(
+    store: Arc<dyn Store>,
+    state: ApiState,
+    settings: SweeperSettings,
+    cancel: CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            () = cancel.cancelled() => return,
+            () = tokio::time::sleep(settings.interval) => {}
+        }
+        if !state.is_ready() {
+            continue;
+        }
+        let mut deleted = 0;
+        while !cancel.is_cancelled() {
+            match store
+                .delete_expired(micros_now(), settings.batch_size)
+                .await
+            {
+                Ok(n) => {
+                    deleted += n;
+                    if n < u64::from(settings.batch_size) {
+                        break;
+                    }
+                }
+                Err(err) => {
+                    tracing::warn!(
+                        error = format!("{:#}", anyhow::Error::new(err)),
+                        "sweeping expired specs failed; retrying next interval"
+                    );
+                    break;
+                }
+            }
+        }
+        if deleted > 0 {
+            tracing::info!(deleted, "swept expired specs");
+        }
+    }
+}
+
+/// Completes on SIGTERM or SIGINT.
+pub async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut terminate =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                .expect("installing the SIGTERM handler");
+        tokio::select! {
+            _ = interrupt => {}
+            _ = terminate.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = interrupt.await;
+}

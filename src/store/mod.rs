@@ -78,3 +78,49 @@ pub(crate) fn db_error(err: sqlx::Error) -> Error {
         other => Error::Internal(other.into()),
     }
 }
+
+/// Maps a failed migration: a database that cannot be reached is UNAVAILABLE, the rest internal.
+fn migrate_error(err: sqlx::migrate::MigrateError) -> Error {
+    match err {
+        sqlx::migrate::MigrateError::Execute(err) => db_error(err),
+        other => Error::Internal(anyhow::Error::new(other).context("migrating the database")),
+    }
+}
+
+/// The smallest string greater than every string that starts with `prefix`, in byte order; `None`
+/// when there is none (only for an empty prefix or one made of `char::MAX`).
+///
+/// A prefix filter then becomes the range `prefix <= id < upper`, which both databases answer
+/// from the primary key index, with no LIKE pattern to escape. UTF-8 byte order is code point
+/// order, so incrementing the last code point that can be incremented gives the bound.
+fn prefix_upper_bound(prefix: &str) -> Option<String> {
+    let mut chars: Vec<char> = prefix.chars().collect();
+    while let Some(last) = chars.pop() {
+        let next = (u32::from(last) + 1..=u32::from(char::MAX)).find_map(char::from_u32);
+        if let Some(next) = next {
+            chars.push(next);
+            return Some(chars.into_iter().collect());
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::prefix_upper_bound;
+
+    #[test]
+    fn prefix_upper_bound_increments_the_last_character() {
+        assert_eq!(prefix_upper_bound(""), None);
+        assert_eq!(prefix_upper_bound("ws").as_deref(), Some("wt"));
+        assert_eq!(prefix_upper_bound("ws-").as_deref(), Some("ws."));
+        assert_eq!(prefix_upper_bound("ws.").as_deref(), Some("ws/"));
+        assert_eq!(prefix_upper_bound("ws_").as_deref(), Some("ws`"));
+        assert_eq!(prefix_upper_bound("z").as_deref(), Some("{"));
+        assert_eq!(
+            prefix_upper_bound("a\u{d7ff}").as_deref(),
+            Some("a\u{e000}")
+        );
+        assert_eq!(prefix_upper_bound("a\u{10ffff}").as_deref(), Some("b"));
+    }
+}

@@ -33,7 +33,8 @@ fn wait_with_deadline(child: &mut Child, deadline: Duration) -> std::process::Ex
     }
 }
 
-#[tokio::test]
+// Multi-threaded: the server keeps answering while this thread waits for the child process.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_exits_zero_for_a_serving_server() {
     let app = spawn_app(Backend::Sqlite).await;
     let output = spec_provider()

@@ -54,8 +54,9 @@ pub trait Store: Send + Sync + 'static {
     async fn delete_expired(&self, now: DateTime<Utc>, batch_size: u32) -> Result<u64, Error>;
 }
 
-/// Opens the store named by `settings.url`. Connections are made lazily, so this succeeds while
-/// the database is down; [`Store::ping`] tells when it answers.
+/// Opens the store named by `settings.url`. PostgreSQL connects lazily, so this succeeds while the
+/// database is down and [`Store::ping`] tells when it answers; SQLite opens its file at once, so a
+/// path that cannot be opened fails here, at start-up.
 pub async fn open(settings: &DatabaseSettings) -> Result<Arc<dyn Store>, Error> {
     match settings.url.scheme() {
         Some("postgres" | "postgresql") => Ok(Arc::new(PostgresStore::open(settings)?)),

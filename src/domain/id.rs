@@ -16,10 +16,10 @@ impl SpecId {
         if raw.is_empty() {
             return Err("must not be empty".into());
         }
-        if raw.len() > MAX_ID_LEN {
+        let length = raw.chars().count();
+        if length > MAX_ID_LEN {
             return Err(format!(
-                "must be at most {MAX_ID_LEN} characters, got {}",
-                raw.chars().count()
+                "must be at most {MAX_ID_LEN} characters, got {length}"
             ));
         }
         if !is_path_component(raw) {

@@ -40,7 +40,14 @@ pub fn decide_put(
     cmd: PutCommand,
     now: DateTime<Utc>,
 ) -> Result<PutDecision, Error> {
-    let expire_from_ttl = cmd.ttl.map(|ttl| now + ttl);
+    // Validation bounds the ttl to a year, but the rules do not rely on it to avoid an overflow.
+    let expire_from_ttl = cmd
+        .ttl
+        .map(|ttl| {
+            now.checked_add_signed(ttl)
+                .ok_or_else(|| Error::invalid("ttl", "is too long: the expiry would overflow"))
+        })
+        .transpose()?;
     let Some(current) = stored.filter(|r| !r.is_expired(now)) else {
         if let Some(expected) = cmd.expected_generation.filter(|g| *g > 0) {
             return Err(Error::NotFound {
@@ -153,5 +160,45 @@ pub fn decide_delete(
             actual: current.generation,
         }),
         _ => Ok(DeleteDecision::Delete),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::Duration;
+
+    use super::*;
+    use crate::domain::{SpecId, ValidatedSpec};
+
+    fn command(ttl: Option<Duration>) -> PutCommand {
+        PutCommand {
+            id: SpecId::parse("ws-1").unwrap(),
+            spec: ValidatedSpec::from_normalized_bytes(vec![10, 1, b'x']),
+            labels: Default::default(),
+            expected_generation: None,
+            ttl,
+        }
+    }
+
+    #[test]
+    fn a_ttl_that_would_overflow_the_expiry_is_invalid_not_a_panic() {
+        let now = crate::domain::micros_now();
+        let err = decide_put(None, command(Some(Duration::MAX)), now).unwrap_err();
+        assert!(
+            matches!(err, Error::InvalidArgument(ref v) if v[0].field == "ttl"),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn a_new_record_starts_at_generation_one_and_expires_after_its_ttl() {
+        let now = crate::domain::micros_now();
+        let decision = decide_put(None, command(Some(Duration::seconds(30))), now).unwrap();
+        let PutDecision::Create(record) = decision else {
+            panic!("expected a create, got {decision:?}");
+        };
+        assert_eq!(record.generation, 1);
+        assert_eq!(record.create_time, now);
+        assert_eq!(record.expire_time, Some(now + Duration::seconds(30)));
     }
 }

@@ -8,4 +8,5 @@ mod fixtures;
 mod gate;
 mod grpc;
 mod health;
+mod observability;
 mod store;

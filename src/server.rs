@@ -43,6 +43,11 @@ const SERVICES: [&str; 2] = [
     <SpecAdminServer<AdminService> as NamedService>::NAME,
 ];
 
+/// A health "service" that is SERVING as long as the process answers gRPC, whatever the database
+/// does and also while draining: for liveness probes, which must not restart a replica that
+/// only waits for its database.
+pub const LIVENESS_SERVICE: &str = "liveness";
+
 /// The services every method of which gets the gRPC metrics: ours, health and reflection.
 const METERED_SERVICES: [&str; 5] = [
     SERVICES[0],
@@ -139,6 +144,9 @@ impl Application {
         } = self;
         let (reporter, health_service) = tonic_health::server::health_reporter();
         let readiness = Readiness::default();
+        reporter
+            .set_service_status(LIVENESS_SERVICE, ServingStatus::Serving)
+            .await;
         let health = Health::new(reporter, readiness.clone());
         health.set(false).await;
         let metrics_server = tokio::spawn(metrics::http::serve(

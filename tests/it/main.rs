@@ -4,6 +4,7 @@
 mod app;
 mod cli;
 mod db;
+mod deploy;
 mod fixtures;
 mod gate;
 mod grpc;

@@ -11,6 +11,7 @@ use spec_provider::config::DatabaseUrl;
 use spec_provider::proto::registryfacade::GetImageSpecRequest;
 use spec_provider::proto::specprovider::v1::PutSpecRequest;
 use spec_provider::proto::specprovider::v1::spec_admin_client::SpecAdminClient;
+use spec_provider::server::LIVENESS_SERVICE;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tonic::Code;
@@ -319,6 +320,11 @@ async fn readyz_is_503_while_postgres_is_unreachable() {
     assert_eq!(app.health_status("").await, ServingStatus::NotServing);
     assert_eq!(http_get(app.metrics_addr, "/readyz").await.0, 503);
     assert_eq!(http_get(app.metrics_addr, "/healthz").await.0, 200);
+    // Alive all the same: restarting would not bring the database back.
+    assert_eq!(
+        app.health_status(LIVENESS_SERVICE).await,
+        ServingStatus::Serving
+    );
 
     gate.open();
     app.wait_for_health(ServingStatus::Serving).await;

@@ -384,7 +384,8 @@ async fn sweep_expired(
 }
 
 /// Counts the live specs into `spec_provider_specs_stored` every `interval`, once the database is
-/// ready. A failed count keeps the last value: the database check reports the outage.
+/// ready (checked more often until then, so that the gauge does not read 0 for a whole interval
+/// after start-up). A failed count keeps the last value: the database check reports the outage.
 async fn count_specs(
     store: Arc<dyn Store>,
     state: ApiState,
@@ -392,24 +393,30 @@ async fn count_specs(
     interval: Duration,
     cancel: CancellationToken,
 ) {
-    let mut ticks = tokio::time::interval(interval);
-    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
+        let mut counted = false;
+        if state.is_ready() {
+            match store.count(micros_now()).await {
+                Ok(count) => {
+                    metrics
+                        .specs_stored
+                        .set(i64::try_from(count).unwrap_or(i64::MAX));
+                    counted = true;
+                }
+                Err(err) => tracing::debug!(
+                    error = format!("{:#}", anyhow::Error::new(err)),
+                    "counting the stored specs failed; keeping the last count"
+                ),
+            }
+        }
+        let wait = if counted {
+            interval
+        } else {
+            interval.min(MAX_RETRY_INTERVAL)
+        };
         tokio::select! {
             () = cancel.cancelled() => return,
-            _ = ticks.tick() => {}
-        }
-        if !state.is_ready() {
-            continue;
-        }
-        match store.count(micros_now()).await {
-            Ok(count) => metrics
-                .specs_stored
-                .set(i64::try_from(count).unwrap_or(i64::MAX)),
-            Err(err) => tracing::debug!(
-                error = format!("{:#}", anyhow::Error::new(err)),
-                "counting the stored specs failed; keeping the last count"
-            ),
+            () = tokio::time::sleep(wait) => {}
         }
     }
 }

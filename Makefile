@@ -15,6 +15,7 @@ run: ## Serve on 127.0.0.1:8080 with embedded SQLite (spec-provider.db)
 
 test: ## Run every test (PostgreSQL from DATABASE_URL or 127.0.0.1:5432; started with docker compose if absent)
 	@scripts/ensure-postgres.sh
+	@command -v kubernetes-validate >/dev/null 2>&1 || python3 -m pip install --quiet kubernetes-validate
 	cargo test
 
 lint: ## cargo fmt --check and clippy with warnings as errors

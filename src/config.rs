@@ -35,6 +35,8 @@ pub struct Settings {
     pub health: HealthSettings,
     /// Logging.
     pub log: LogSettings,
+    /// Metrics that are computed in the background.
+    pub metrics: MetricsSettings,
 }
 
 /// `[server]`: the gRPC listener.
@@ -47,6 +49,10 @@ pub struct ServerSettings {
     /// How long in-flight RPCs may run after SIGTERM/SIGINT before the server stops anyway.
     #[serde(with = "humantime_serde")]
     pub shutdown_grace: Duration,
+    /// Address of the HTTP listener for Prometheus (`/metrics`) and HTTP probes (`/healthz`,
+    /// `/readyz`), kept apart from the gRPC listener so that it can stay private to the cluster.
+    /// Port 0 picks a free port.
+    pub metrics_listen: SocketAddr,
 }
 
 impl Default for ServerSettings {
@@ -54,6 +60,7 @@ impl Default for ServerSettings {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             shutdown_grace: Duration::from_secs(10),
+            metrics_listen: SocketAddr::from(([127, 0, 0, 1], 9500)),
         }
     }
 }
@@ -154,6 +161,24 @@ impl Default for HealthSettings {
 pub struct LogSettings {
     /// `text` (default) or `json`. The level filter comes from `RUST_LOG` (default `info`).
     pub format: LogFormat,
+}
+
+/// `[metrics]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetricsSettings {
+    /// Time between counts of the stored specs (`spec_provider_specs_stored`). Counting reads
+    /// the whole table, so it runs in the background rather than per scrape or request.
+    #[serde(with = "humantime_serde")]
+    pub refresh_interval: Duration,
+}
+
+impl Default for MetricsSettings {
+    fn default() -> Self {
+        Self {
+            refresh_interval: Duration::from_secs(30),
+        }
+    }
 }
 
 /// How log lines are written.
@@ -295,6 +320,15 @@ impl Settings {
         if self.health.check_interval.is_zero() {
             return invalid("health.check_interval", "must be longer than 0s");
         }
+        if self.metrics.refresh_interval.is_zero() {
+            return invalid("metrics.refresh_interval", "must be longer than 0s");
+        }
+        if self.server.metrics_listen == self.server.listen && self.server.listen.port() != 0 {
+            return invalid(
+                "server.metrics_listen",
+                "must differ from server.listen (metrics have a listener of their own)",
+            );
+        }
         Ok(())
     }
 }
@@ -319,6 +353,7 @@ mod tests {
         assert_eq!(settings.database.url.expose(), "sqlite://spec-provider.db");
         assert_eq!(settings.limits.max_spec_bytes, 8 * 1024 * 1024);
         assert_eq!(settings.server.shutdown_grace, Duration::from_secs(10));
+        assert_eq!(settings.server.metrics_listen.to_string(), "127.0.0.1:9500");
     }
 
     #[test]
@@ -331,9 +366,13 @@ mod tests {
                 ("SPEC_PROVIDER__DATABASE__ACQUIRE_TIMEOUT", "250ms"),
                 ("SPEC_PROVIDER__VALIDATION__ALLOW_HTTP_URLS", "true"),
                 ("SPEC_PROVIDER__LOG__FORMAT", "json"),
+                ("SPEC_PROVIDER__SERVER__METRICS_LISTEN", "0.0.0.0:9600"),
+                ("SPEC_PROVIDER__METRICS__REFRESH_INTERVAL", "1m"),
             ]),
         )
         .unwrap();
+        assert_eq!(settings.server.metrics_listen.to_string(), "0.0.0.0:9600");
+        assert_eq!(settings.metrics.refresh_interval, Duration::from_secs(60));
         assert_eq!(settings.server.listen.to_string(), "0.0.0.0:9090");
         assert_eq!(
             settings.database.acquire_timeout,
@@ -381,6 +420,16 @@ mod tests {
                 "server.shutdown_grace",
             ),
             ("SPEC_PROVIDER__SERVER__LISTNE", "x", "listne"),
+            (
+                "SPEC_PROVIDER__SERVER__METRICS_LISTEN",
+                "127.0.0.1:8080",
+                "server.metrics_listen",
+            ),
+            (
+                "SPEC_PROVIDER__METRICS__REFRESH_INTERVAL",
+                "0s",
+                "metrics.refresh_interval",
+            ),
         ];
         for (key, value, named) in cases {
             let err = Settings::load(None, env(&[(key, value)]))

@@ -5,6 +5,7 @@ pub mod api;
 pub mod cli;
 pub mod config;
 pub mod domain;
+pub mod metrics;
 pub mod proto;
 pub mod server;
 pub mod store;

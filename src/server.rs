@@ -1,5 +1,5 @@
-//! Assembly of the server: the gRPC services, health that tells the truth, the background tasks,
-//! and graceful shutdown.
+//! Assembly of the server: the gRPC services with their metrics and request ids, the metrics
+//! listener, health that tells the truth, the background tasks, and graceful shutdown.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -20,10 +20,15 @@ use crate::api::{AdminService, ApiState, ProviderService};
 use crate::config::{DatabaseSettings, Settings, SweeperSettings};
 use crate::domain::micros_now;
 use crate::domain::validate::ValidationRules;
+use crate::metrics::grpc::{GrpcMetrics, GrpcMetricsLayer};
+use crate::metrics::http::Readiness;
+use crate::metrics::store::InstrumentedStore;
+use crate::metrics::{self, Metrics};
 use crate::proto;
 use crate::proto::registryfacade::spec_provider_server::SpecProviderServer;
 use crate::proto::specprovider::v1::spec_admin_server::SpecAdminServer;
 use crate::store::{self, Store};
+use crate::telemetry::RequestIdLayer;
 
 /// Room for a PutSpec request's id, labels and framing on top of the largest accepted spec, so that
 /// an oversized spec gets our clear validation error rather than tonic's size limit.
@@ -38,36 +43,87 @@ const SERVICES: [&str; 2] = [
     <SpecAdminServer<AdminService> as NamedService>::NAME,
 ];
 
-/// A server bound to its listener, ready to run. Binding first lets tests use port 0 and read the
-/// port before the server runs.
+/// A health "service" that is SERVING as long as the process answers gRPC, whatever the database
+/// does and also while draining: for liveness probes, which must not restart a replica that
+/// only waits for its database.
+pub const LIVENESS_SERVICE: &str = "liveness";
+
+/// The services every method of which gets the gRPC metrics: ours, health and reflection.
+const METERED_SERVICES: [&str; 5] = [
+    SERVICES[0],
+    SERVICES[1],
+    tonic_health::pb::health_server::SERVICE_NAME,
+    tonic_reflection::pb::v1::server_reflection_server::SERVICE_NAME,
+    tonic_reflection::pb::v1alpha::server_reflection_server::SERVICE_NAME,
+];
+
+/// A server bound to its listeners, ready to run. Binding first lets tests use port 0 and read the
+/// ports before the server runs.
 pub struct Application {
     listener: TcpListener,
     local_addr: SocketAddr,
+    metrics_listener: TcpListener,
+    metrics_addr: SocketAddr,
     settings: Settings,
     store: Arc<dyn Store>,
+    metrics: Arc<Metrics>,
+    grpc_metrics: Arc<GrpcMetrics>,
 }
 
 impl Application {
-    /// Opens the store (lazily: the database may still be down) and binds `server.listen`.
+    /// Opens the store (lazily: the database may still be down), sets up the metrics and binds
+    /// `server.listen` and `server.metrics_listen`.
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
         let store = store::open(&settings.database)
             .await
             .context("opening the database")?;
+        let metrics = Metrics::new(store.clone()).context("setting up the metrics")?;
+        let grpc_metrics = GrpcMetrics::new(
+            metrics.registry(),
+            &METERED_SERVICES,
+            &[
+                proto::FILE_DESCRIPTOR_SET,
+                tonic_health::pb::FILE_DESCRIPTOR_SET,
+                tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET,
+                tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
+            ],
+        )
+        .context("setting up the gRPC metrics")?;
+        let store: Arc<dyn Store> = Arc::new(InstrumentedStore::new(store, metrics.store.clone()));
+
         let listener = TcpListener::bind(settings.server.listen)
             .await
             .with_context(|| format!("binding server.listen {}", settings.server.listen))?;
         let local_addr = listener.local_addr()?;
+        let metrics_listener = TcpListener::bind(settings.server.metrics_listen)
+            .await
+            .with_context(|| {
+                format!(
+                    "binding server.metrics_listen {}",
+                    settings.server.metrics_listen
+                )
+            })?;
+        let metrics_addr = metrics_listener.local_addr()?;
         Ok(Self {
             listener,
             local_addr,
+            metrics_listener,
+            metrics_addr,
             settings,
             store,
+            metrics: Arc::new(metrics),
+            grpc_metrics: Arc::new(grpc_metrics),
         })
     }
 
     /// The address the gRPC listener is bound to.
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// The address the metrics listener (`/metrics`, `/healthz`, `/readyz`) is bound to.
+    pub fn metrics_addr(&self) -> SocketAddr {
+        self.metrics_addr
     }
 
     /// Serves until `shutdown` completes, then drains: health turns NOT_SERVING, the listener
@@ -79,12 +135,25 @@ impl Application {
         let Self {
             listener,
             local_addr,
+            metrics_listener,
+            metrics_addr,
             settings,
             store,
+            metrics,
+            grpc_metrics,
         } = self;
         let (reporter, health_service) = tonic_health::server::health_reporter();
-        let health = Health::new(reporter);
+        let readiness = Readiness::default();
+        reporter
+            .set_service_status(LIVENESS_SERVICE, ServingStatus::Serving)
+            .await;
+        let health = Health::new(reporter, readiness.clone());
         health.set(false).await;
+        let metrics_server = tokio::spawn(metrics::http::serve(
+            metrics_listener,
+            metrics.clone(),
+            readiness,
+        ));
 
         let rules = ValidationRules {
             allow_http_urls: settings.validation.allow_http_urls,
@@ -104,6 +173,14 @@ impl Application {
             store.clone(),
             state.clone(),
             settings.sweeper.clone(),
+            metrics.sweeper_deleted.clone(),
+            background.clone(),
+        ));
+        let counter = tokio::spawn(count_specs(
+            store.clone(),
+            state.clone(),
+            metrics.clone(),
+            settings.metrics.refresh_interval,
             background.clone(),
         ));
 
@@ -127,12 +204,15 @@ impl Application {
 
         tracing::info!(
             %local_addr,
+            %metrics_addr,
             backend = store.backend(),
             database = %settings.database.url,
             "spec-provider listening"
         );
         let serve = tonic::transport::Server::builder()
             .tcp_nodelay(true)
+            .layer(RequestIdLayer)
+            .layer(GrpcMetricsLayer::new(grpc_metrics))
             .add_service(health_service)
             .add_service(reflection_builder().build_v1()?)
             .add_service(reflection_builder().build_v1alpha()?)
@@ -149,6 +229,10 @@ impl Application {
         }
         watcher.abort();
         sweeper.abort();
+        counter.abort();
+        // Kept up through the drain, so that probes and scrapes see it; nothing is owed to them
+        // once the gRPC server is gone.
+        metrics_server.abort();
         tracing::info!("stopped");
         Ok(())
     }
@@ -164,18 +248,20 @@ fn reflection_builder() -> tonic_reflection::server::Builder<'static> {
         .with_service_name("grpc.health.v1.Health")
 }
 
-/// The health statuses of the server and each service, moved together. Once shutdown starts it
-/// stays NOT_SERVING.
+/// The health statuses of the server and each service, and `/readyz`, moved together. Once
+/// shutdown starts it stays NOT_SERVING.
 #[derive(Clone)]
 struct Health {
     reporter: HealthReporter,
+    readiness: Readiness,
     stopping: Arc<AtomicBool>,
 }
 
 impl Health {
-    fn new(reporter: HealthReporter) -> Self {
+    fn new(reporter: HealthReporter, readiness: Readiness) -> Self {
         Self {
             reporter,
+            readiness,
             stopping: Arc::new(AtomicBool::new(false)),
         }
     }
@@ -186,6 +272,8 @@ impl Health {
         } else {
             ServingStatus::NotServing
         };
+        // Before the gRPC statuses: whoever sees the new status over gRPC finds `/readyz` agreeing.
+        self.readiness.set(status == ServingStatus::Serving);
         for service in std::iter::once("").chain(SERVICES) {
             self.reporter.set_service_status(service, status).await;
         }
@@ -256,6 +344,7 @@ async fn sweep_expired(
     store: Arc<dyn Store>,
     state: ApiState,
     settings: SweeperSettings,
+    deleted_total: prometheus::IntCounter,
     cancel: CancellationToken,
 ) {
     loop {
@@ -274,6 +363,7 @@ async fn sweep_expired(
             {
                 Ok(n) => {
                     deleted += n;
+                    deleted_total.inc_by(n);
                     if n < u64::from(settings.batch_size) {
                         break;
                     }
@@ -289,6 +379,44 @@ async fn sweep_expired(
         }
         if deleted > 0 {
             tracing::info!(deleted, "swept expired specs");
+        }
+    }
+}
+
+/// Counts the live specs into `spec_provider_specs_stored` every `interval`, once the database is
+/// ready (checked more often until then, so that the gauge does not read 0 for a whole interval
+/// after start-up). A failed count keeps the last value: the database check reports the outage.
+async fn count_specs(
+    store: Arc<dyn Store>,
+    state: ApiState,
+    metrics: Arc<Metrics>,
+    interval: Duration,
+    cancel: CancellationToken,
+) {
+    loop {
+        let mut counted = false;
+        if state.is_ready() {
+            match store.count(micros_now()).await {
+                Ok(count) => {
+                    metrics
+                        .specs_stored
+                        .set(i64::try_from(count).unwrap_or(i64::MAX));
+                    counted = true;
+                }
+                Err(err) => tracing::debug!(
+                    error = format!("{:#}", anyhow::Error::new(err)),
+                    "counting the stored specs failed; keeping the last count"
+                ),
+            }
+        }
+        let wait = if counted {
+            interval
+        } else {
+            interval.min(MAX_RETRY_INTERVAL)
+        };
+        tokio::select! {
+            () = cancel.cancelled() => return,
+            () = tokio::time::sleep(wait) => {}
         }
     }
 }

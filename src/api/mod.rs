@@ -121,14 +121,15 @@ fn finish<T>(
         }
         Err(err) => {
             let status = Status::from(err);
-            let code = format!("{:?}", status.code());
+            let code = crate::metrics::grpc::code_name(status.code());
+            // `status_message`, not `message`: in JSON lines that key is the event's own message.
             if matches!(status.code(), Code::Internal | Code::Unavailable) {
                 tracing::error!(
                     method,
                     ?id,
                     code,
                     latency_ms,
-                    message = status.message(),
+                    status_message = status.message(),
                     "rpc"
                 );
             } else {
@@ -137,7 +138,7 @@ fn finish<T>(
                     ?id,
                     code,
                     latency_ms,
-                    message = status.message(),
+                    status_message = status.message(),
                     "rpc"
                 );
             }

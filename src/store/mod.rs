@@ -52,6 +52,38 @@ pub trait Store: Send + Sync + 'static {
 
     /// Deletes at most `batch_size` records expired at `now`; returns how many it deleted.
     async fn delete_expired(&self, now: DateTime<Utc>, batch_size: u32) -> Result<u64, Error>;
+
+    /// How many live records there are at `now`. It reads every row's expiry, so it is meant for
+    /// a gauge refreshed now and then, not for requests.
+    async fn count(&self, now: DateTime<Utc>) -> Result<u64, Error>;
+
+    /// The state of the connection pools, for metrics.
+    fn pool_stats(&self) -> Vec<PoolStats>;
+}
+
+/// The state of one connection pool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolStats {
+    /// Which pool: `main` (PostgreSQL), `writer` or `readers` (SQLite).
+    pub name: &'static str,
+    /// Open connections, in use or idle.
+    pub size: u32,
+    /// Idle connections.
+    pub idle: u32,
+    /// The most connections the pool opens.
+    pub max: u32,
+}
+
+impl PoolStats {
+    /// The state of `pool`, named `name`.
+    fn of<DB: sqlx::Database>(name: &'static str, pool: &sqlx::Pool<DB>) -> Self {
+        Self {
+            name,
+            size: pool.size(),
+            idle: u32::try_from(pool.num_idle()).unwrap_or(u32::MAX),
+            max: pool.options().get_max_connections(),
+        }
+    }
 }
 
 /// Opens the store named by `settings.url`. PostgreSQL connects lazily, so this succeeds while the

@@ -14,7 +14,7 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::types::Json;
 use sqlx::{Postgres, QueryBuilder, Transaction};
 
-use super::{Store, db_error, migrate_error, prefix_upper_bound};
+use super::{PoolStats, Store, db_error, migrate_error, prefix_upper_bound};
 use crate::config::DatabaseSettings;
 use crate::domain::{
     DeleteCommand, DeleteDecision, Error, Labels, ListQuery, PutCommand, PutDecision, PutOutcome,
@@ -231,6 +231,21 @@ impl Store for PostgresStore {
         .await
         .map_err(db_error)?;
         Ok(result.rows_affected())
+    }
+
+    async fn count(&self, now: DateTime<Utc>) -> Result<u64, Error> {
+        let count: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM specs WHERE expire_time IS NULL OR expire_time > $1",
+        )
+        .bind(now)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(db_error)?;
+        Ok(u64::try_from(count).unwrap_or(0))
+    }
+
+    fn pool_stats(&self) -> Vec<PoolStats> {
+        vec![PoolStats::of("main", &self.pool)]
     }
 }
 

@@ -23,6 +23,8 @@ pub const DEADLINE: Duration = Duration::from_secs(20);
 /// A running server and clients for each of its services.
 pub struct TestApp {
     pub addr: SocketAddr,
+    /// The metrics listener (`/metrics`, `/healthz`, `/readyz`).
+    pub metrics_addr: SocketAddr,
     pub provider: SpecProviderClient<Channel>,
     pub admin: SpecAdminClient<Channel>,
     pub health: HealthClient<Channel>,
@@ -32,10 +34,12 @@ pub struct TestApp {
     _db: Option<TestDb>,
 }
 
-/// Settings for a test server: port 0, quick health checks.
+/// Settings for a test server: port 0 for both listeners, quick health checks and gauges.
 pub fn test_settings(db: &TestDb) -> Settings {
     let mut settings = Settings::default();
     settings.server.listen = "127.0.0.1:0".parse().unwrap();
+    settings.server.metrics_listen = "127.0.0.1:0".parse().unwrap();
+    settings.metrics.refresh_interval = Duration::from_millis(100);
     settings.database = db.settings.clone();
     settings.health.check_interval = Duration::from_millis(100);
     settings.server.shutdown_grace = Duration::from_secs(5);
@@ -64,6 +68,7 @@ pub async fn start(settings: Settings) -> TestApp {
         .await
         .expect("building the app");
     let addr = app.local_addr();
+    let metrics_addr = app.metrics_addr();
     let (tx, rx) = oneshot::channel();
     let handle = tokio::spawn(app.run(async {
         let _ = rx.await;
@@ -75,6 +80,7 @@ pub async fn start(settings: Settings) -> TestApp {
         .expect("connecting to the test server");
     TestApp {
         addr,
+        metrics_addr,
         provider: SpecProviderClient::new(channel.clone()).max_decoding_message_size(usize::MAX),
         admin: SpecAdminClient::new(channel.clone())
             .max_decoding_message_size(usize::MAX)
@@ -124,11 +130,16 @@ impl TestApp {
             .status()
     }
 
-    /// Triggers shutdown and waits for the server to stop; returns what `run` returned.
-    pub async fn stop(&mut self) -> anyhow::Result<()> {
+    /// Triggers shutdown without waiting for the server to stop.
+    pub fn begin_shutdown(&mut self) {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }
+    }
+
+    /// Triggers shutdown and waits for the server to stop; returns what `run` returned.
+    pub async fn stop(&mut self) -> anyhow::Result<()> {
+        self.begin_shutdown();
         let handle = self.handle.take().expect("stopped once");
         tokio::time::timeout(DEADLINE, handle)
             .await

@@ -121,6 +121,7 @@ fn serve_with_no_subcommand_answers_health_and_exits_zero_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
     let mut child = spec_provider()
         .env("SPEC_PROVIDER__SERVER__LISTEN", "127.0.0.1:0")
+        .env("SPEC_PROVIDER__SERVER__METRICS_LISTEN", "127.0.0.1:0")
         .env(
             "SPEC_PROVIDER__DATABASE__URL",
             format!("sqlite://{}", dir.path().join("specs.db").display()),

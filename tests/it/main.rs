@@ -4,8 +4,10 @@
 mod app;
 mod cli;
 mod db;
+mod deploy;
 mod fixtures;
 mod gate;
 mod grpc;
 mod health;
+mod observability;
 mod store;

@@ -65,6 +65,8 @@ conformance_suite!(
     list_filters_by_labels_requiring_every_pair,
     list_without_spec_leaves_the_spec_out,
     delete_expired_deletes_only_expired_specs_in_batches,
+    count_counts_only_live_specs,
+    pool_stats_describe_each_pool,
     spec_bytes_round_trip_byte_for_byte,
     concurrent_replacements_with_the_same_generation_let_exactly_one_win,
     concurrent_creates_of_a_new_id_let_exactly_one_win,
@@ -955,6 +957,45 @@ async fn delete_expired_deletes_only_expired_specs_in_batches(store: Arc<dyn Sto
         ids(&store.list(&list_all(), sweep_at).await.unwrap()),
         ["forever", "long"]
     );
+}
+
+async fn count_counts_only_live_specs(store: Arc<dyn Store>) {
+    let now = micros_now();
+    assert_eq!(store.count(now).await.unwrap(), 0);
+    store.put(put("forever", &spec("v1")), now).await.unwrap();
+    store
+        .put(
+            PutCommand {
+                ttl: Some(secs(60)),
+                ..put("leased", &spec("v1"))
+            },
+            now,
+        )
+        .await
+        .unwrap();
+    store.put(put("deleted", &spec("v1")), now).await.unwrap();
+    store.delete(&delete("deleted"), now).await.unwrap();
+
+    assert_eq!(store.count(now).await.unwrap(), 2);
+    // Expired but not yet swept: no longer counted.
+    assert_eq!(store.count(now + secs(60)).await.unwrap(), 1);
+}
+
+async fn pool_stats_describe_each_pool(store: Arc<dyn Store>) {
+    store.ping().await.unwrap();
+    let pools = store.pool_stats();
+    let names: Vec<&str> = pools.iter().map(|pool| pool.name).collect();
+    match store.backend() {
+        "postgres" => assert_eq!(names, ["main"]),
+        "sqlite" => assert_eq!(names, ["writer", "readers"]),
+        other => panic!("unexpected backend {other}"),
+    }
+    for pool in &pools {
+        assert!(pool.max >= 1, "{pool:?}");
+        assert!(pool.idle <= pool.size && pool.size <= pool.max, "{pool:?}");
+    }
+    // The ping's connection went back to its pool and stays open.
+    assert!(pools.iter().any(|pool| pool.size >= 1), "{pools:?}");
 }
 
 async fn spec_bytes_round_trip_byte_for_byte(store: Arc<dyn Store>) {

@@ -1,0 +1,75 @@
+//! The HTTP listener of `server.metrics_listen`: `/metrics` for Prometheus, and `/healthz` and
+//! `/readyz` for probes that speak HTTP rather than gRPC.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use tokio::net::TcpListener;
+
+use super::Metrics;
+
+/// Whether the server is SERVING, shared by the gRPC health service and `/readyz` so that both
+/// always say the same.
+#[derive(Debug, Clone, Default)]
+pub struct Readiness(Arc<AtomicBool>);
+
+impl Readiness {
+    /// Records the current status.
+    pub fn set(&self, serving: bool) {
+        self.0.store(serving, Ordering::Release);
+    }
+
+    /// Whether the server is SERVING.
+    pub fn is_serving(&self) -> bool {
+        self.0.load(Ordering::Acquire)
+    }
+}
+
+#[derive(Clone)]
+struct HttpState {
+    metrics: Arc<Metrics>,
+    readiness: Readiness,
+}
+
+/// Serves `/metrics`, `/healthz` and `/readyz` on `listener` until the task is dropped or aborted.
+pub async fn serve(
+    listener: TcpListener,
+    metrics: Arc<Metrics>,
+    readiness: Readiness,
+) -> std::io::Result<()> {
+    let router = Router::new()
+        .route("/metrics", get(scrape))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(ready))
+        .with_state(HttpState { metrics, readiness });
+    axum::serve(listener, router).await
+}
+
+async fn scrape(State(state): State<HttpState>) -> Response {
+    match state.metrics.encode() {
+        Ok(text) => ([(header::CONTENT_TYPE, prometheus::TEXT_FORMAT)], text).into_response(),
+        Err(err) => {
+            tracing::error!(error = %err, "encoding the metrics failed");
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "encoding the metrics failed\n",
+            )
+                .into_response()
+        }
+    }
+}
+
+/// 200 exactly while the gRPC health service says SERVING: not before the database answered,
+/// not while it does not, not once shutdown began.
+async fn ready(State(state): State<HttpState>) -> (StatusCode, &'static str) {
+    if state.readiness.is_serving() {
+        (StatusCode::OK, "SERVING\n")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "NOT_SERVING\n")
+    }
+}

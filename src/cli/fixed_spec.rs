@@ -290,13 +290,10 @@ fn progress_bar(entries: usize) -> ProgressBar {
     if entries < PROGRESS_MIN_ENTRIES || !std::io::stderr().is_terminal() {
         return ProgressBar::hidden();
     }
-    let bar = ProgressBar::new(entries as u64);
-    if let Ok(style) =
-        ProgressStyle::with_template("{bar:40} {pos}/{len} entries ({per_sec}, {eta} left)")
-    {
-        bar.set_style(style);
-    }
-    bar
+    ProgressBar::new(entries as u64).with_style(
+        ProgressStyle::with_template("{bar:40} {pos}/{len} entries, {eta} left")
+            .expect("the progress template is valid"),
+    )
 }
 
 fn exit_code(success: bool) -> ExitCode {

@@ -1,7 +1,7 @@
 //! `put`, `get`, `list` and `delete`: one record at a time, or a listing.
 
 use std::collections::HashMap;
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -110,7 +110,12 @@ pub(super) fn labels_from(pairs: &[(String, String)]) -> anyhow::Result<HashMap<
 
 /// Stores a spec read from a file or standard input; prints the stored record.
 pub(super) async fn put(args: PutArgs) -> anyhow::Result<ExitCode> {
-    let path = args.file.or(args.source).unwrap_or_else(|| "-".into());
+    let Some(path) = args.file.or(args.source).or_else(|| {
+        // Waiting silently on a terminal would look like a hang; an explicit `-` still reads it.
+        (!std::io::stdin().is_terminal()).then(|| "-".into())
+    }) else {
+        anyhow::bail!("give the spec as FILE, --file FILE, or on standard input (`-`)");
+    };
     let (name, text) = if path.as_os_str() == "-" {
         let text = std::io::read_to_string(std::io::stdin()).context("reading standard input")?;
         ("standard input".to_owned(), text)

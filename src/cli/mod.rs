@@ -1,4 +1,10 @@
-//! The command line: `spec-provider [serve]`, `migrate`, `health`.
+//! The command line: `spec-provider [serve]`, `migrate`, `health`, and the client subcommands
+//! (`put`, `get`, `list`, `delete`, `import`, `export`) that talk to a running server.
+
+mod client;
+mod fixed_spec;
+mod output;
+mod specs;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -39,6 +45,18 @@ enum Command {
     Migrate,
     /// Ask a server's gRPC health service; exit 0 only if it is SERVING (for container probes).
     Health(HealthArgs),
+    /// Store a spec (protobuf JSON mapping) under an id; prints the stored record.
+    Put(specs::PutArgs),
+    /// Print a stored spec, or with --record the whole record, as JSON.
+    Get(specs::GetArgs),
+    /// List records: a table, or one JSON record per line.
+    List(specs::ListArgs),
+    /// Delete a record.
+    Delete(specs::DeleteArgs),
+    /// Import a registry facade's fixed spec file (JSON object: id -> ImageSpec).
+    Import(fixed_spec::ImportArgs),
+    /// Write records to stdout as a registry facade fixed spec file (always JSON).
+    Export(fixed_spec::ExportArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -47,7 +65,7 @@ struct HealthArgs {
     #[arg(
         long,
         env = "SPEC_PROVIDER_ADDR",
-        default_value = "http://127.0.0.1:8080"
+        default_value = client::DEFAULT_ADDR
     )]
     addr: String,
     /// The service to ask about; empty for the server as a whole.
@@ -77,16 +95,39 @@ impl Cli {
                 Command::Serve => serve(self.config).await,
                 Command::Migrate => migrate(self.config).await,
                 Command::Health(args) => health(args).await,
+                Command::Put(args) => specs::put(args).await,
+                Command::Get(args) => specs::get(args).await,
+                Command::List(args) => specs::list(args).await,
+                Command::Delete(args) => specs::delete(args).await,
+                Command::Import(args) => fixed_spec::import(args).await,
+                Command::Export(args) => fixed_spec::export(args).await,
             }
         });
         match result {
             Ok(code) => code,
+            // The reader went away (`... | head`): what it wanted, it got.
+            Err(err) if is_broken_pipe(&err) => ExitCode::SUCCESS,
             Err(err) => {
                 eprintln!("spec-provider: {err:#}");
                 ExitCode::FAILURE
             }
         }
     }
+}
+
+/// Whether writing to stdout failed because its reader closed the pipe.
+fn is_broken_pipe(err: &anyhow::Error) -> bool {
+    err.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .map(std::io::Error::kind)
+            .or_else(|| {
+                cause
+                    .downcast_ref::<serde_json::Error>()
+                    .and_then(serde_json::Error::io_error_kind)
+            })
+            == Some(std::io::ErrorKind::BrokenPipe)
+    })
 }
 
 fn load_settings(config: Option<PathBuf>) -> anyhow::Result<Settings> {

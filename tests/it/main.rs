@@ -3,6 +3,7 @@
 
 mod app;
 mod cli;
+mod cli_client;
 mod db;
 mod deploy;
 mod fixtures;

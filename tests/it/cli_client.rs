@@ -17,18 +17,6 @@ use crate::app::{DEADLINE, TestApp, spawn_app};
 use crate::db::Backend;
 use crate::fixtures::{labels, minimal_spec, put};
 
-/// Instantiates each named `async fn(Backend)` as a test on SQLite and one on PostgreSQL.
-macro_rules! on_both_backends {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $( #[tokio::test] async fn $name() { super::$name(crate::db::Backend::Sqlite).await } )*
-        }
-        mod postgres {
-            $( #[tokio::test] async fn $name() { super::$name(crate::db::Backend::Postgres).await } )*
-        }
-    };
-}
-
 on_both_backends!(
     put_get_list_and_delete_print_json_and_tables,
     import_creates_the_valid_entries_and_reports_each_invalid_one,

@@ -3,8 +3,33 @@
 
 use std::net::SocketAddr;
 
+use std::time::Duration;
+
+use spec_provider::config::{DatabaseUrl, Settings};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
+
+use crate::app::test_settings;
+use crate::db::TestDb;
+
+/// Test settings for `db` (a PostgreSQL one) with the database behind a closed [`Gate`], and a
+/// short acquire timeout so that RPCs fail fast while the gate is closed.
+pub async fn behind_gate(db: &TestDb) -> (Gate, Settings) {
+    let mut url = url::Url::parse(db.settings.url.expose()).unwrap();
+    let upstream = format!("{}:{}", url.host_str().unwrap(), url.port().unwrap_or(5432));
+    let upstream = tokio::net::lookup_host(upstream)
+        .await
+        .unwrap()
+        .next()
+        .unwrap();
+    let gate = Gate::new(upstream).await;
+    url.set_host(Some("127.0.0.1")).unwrap();
+    url.set_port(Some(gate.addr.port())).unwrap();
+    let mut settings = test_settings(db);
+    settings.database.url = DatabaseUrl::new(url.as_str());
+    settings.database.acquire_timeout = Duration::from_millis(500);
+    (gate, settings)
+}
 
 /// Forwards connections to `upstream` while open; while closed, refuses new connections and has
 /// cut the ones it had.

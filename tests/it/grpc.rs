@@ -15,18 +15,6 @@ use crate::app::{DEADLINE, TestApp, spawn_app, spawn_app_with};
 use crate::db::Backend;
 use crate::fixtures::{full_spec, labels, minimal_spec, put};
 
-/// Instantiates each named `async fn(Backend)` as a test on SQLite and one on PostgreSQL.
-macro_rules! on_both_backends {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $( #[tokio::test] async fn $name() { super::$name(crate::db::Backend::Sqlite).await } )*
-        }
-        mod postgres {
-            $( #[tokio::test] async fn $name() { super::$name(crate::db::Backend::Postgres).await } )*
-        }
-    };
-}
-
 on_both_backends!(
     a_facade_gets_back_exactly_the_spec_registered_through_admin,
     get_image_spec_of_an_unknown_id_is_not_found,

@@ -1,6 +1,19 @@
 //! Integration tests, one binary: the store conformance suite on both backends, and end-to-end
 //! gRPC tests against a real server on port 0.
 
+/// Instantiates each named `async fn(Backend)` as a test on SQLite and one on PostgreSQL.
+/// (Defined before the modules, so that every one of them can use it.)
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $( #[tokio::test] async fn $name() { super::$name(crate::db::Backend::Sqlite).await } )*
+        }
+        mod postgres {
+            $( #[tokio::test] async fn $name() { super::$name(crate::db::Backend::Postgres).await } )*
+        }
+    };
+}
+
 mod app;
 mod cli;
 mod cli_client;

@@ -7,7 +7,6 @@ use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use spec_provider::config::DatabaseUrl;
 use spec_provider::proto::registryfacade::GetImageSpecRequest;
 use spec_provider::proto::specprovider::v1::PutSpecRequest;
 use spec_provider::proto::specprovider::v1::spec_admin_client::SpecAdminClient;
@@ -19,22 +18,10 @@ use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 
-use crate::app::{DEADLINE, TestApp, spawn_app, spawn_app_with, start, test_settings};
+use crate::app::{DEADLINE, TestApp, spawn_app, spawn_app_with, start};
 use crate::db::{Backend, TestDb};
 use crate::fixtures::{full_spec, minimal_spec, put};
-use crate::gate::Gate;
-
-/// Instantiates each named `async fn(Backend)` as a test on SQLite and one on PostgreSQL.
-macro_rules! on_both_backends {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $( #[tokio::test] async fn $name() { super::$name(crate::db::Backend::Sqlite).await } )*
-        }
-        mod postgres {
-            $( #[tokio::test] async fn $name() { super::$name(crate::db::Backend::Postgres).await } )*
-        }
-    };
-}
+use crate::gate::behind_gate;
 
 on_both_backends!(
     grpc_metrics_count_exactly_the_rpcs_sent_with_go_names_and_codes,
@@ -301,19 +288,7 @@ async fn healthz_and_readyz_follow_health_through_shutdown() {
 #[tokio::test]
 async fn readyz_is_503_while_postgres_is_unreachable() {
     let db = TestDb::new(Backend::Postgres).await;
-    let mut url = url::Url::parse(db.settings.url.expose()).unwrap();
-    let upstream = format!("{}:{}", url.host_str().unwrap(), url.port().unwrap_or(5432));
-    let upstream = tokio::net::lookup_host(upstream)
-        .await
-        .unwrap()
-        .next()
-        .unwrap();
-    let gate = Gate::new(upstream).await;
-    url.set_host(Some("127.0.0.1")).unwrap();
-    url.set_port(Some(gate.addr.port())).unwrap();
-    let mut settings = test_settings(&db);
-    settings.database.url = DatabaseUrl::new(url.as_str());
-    settings.database.acquire_timeout = Duration::from_millis(500);
+    let (gate, settings) = behind_gate(&db).await;
     let app = start(settings).await;
 
     // Health is NOT_SERVING from the start, until the database first answers.

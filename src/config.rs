@@ -37,6 +37,8 @@ pub struct Settings {
     pub log: LogSettings,
     /// Metrics that are computed in the background.
     pub metrics: MetricsSettings,
+    /// OpenTelemetry trace export.
+    pub tracing: TracingSettings,
 }
 
 /// `[server]`: the gRPC listener.
@@ -192,6 +194,31 @@ pub enum LogFormat {
     Json,
 }
 
+/// `[tracing]`: OpenTelemetry trace export over OTLP/gRPC, off by default. Each RPC becomes a
+/// server span named after its method, carrying the request id.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TracingSettings {
+    /// The OTLP/gRPC endpoint of a collector, e.g. `http://otel-collector:4317`; empty (the
+    /// default) exports nothing.
+    pub otlp_endpoint: String,
+    /// The `service.name` the spans are exported under.
+    pub service_name: String,
+    /// The fraction of traces exported, from 0.0 to 1.0 (a caller's sampling decision, when it
+    /// sends one, wins).
+    pub sample_ratio: f64,
+}
+
+impl Default for TracingSettings {
+    fn default() -> Self {
+        Self {
+            otlp_endpoint: String::new(),
+            service_name: "spec-provider".to_owned(),
+            sample_ratio: 1.0,
+        }
+    }
+}
+
 /// A database URL. Its `Debug` and `Display` hide the password, so it can be logged.
 #[derive(Clone, PartialEq, Eq, Deserialize)]
 #[serde(transparent)]
@@ -317,6 +344,20 @@ impl Settings {
         if self.sweeper.batch_size == 0 {
             return invalid("sweeper.batch_size", "must be at least 1");
         }
+        if !self.tracing.otlp_endpoint.is_empty()
+            && !matches!(
+                url::Url::parse(&self.tracing.otlp_endpoint).map(|u| u.scheme().to_owned()),
+                Ok(scheme) if scheme == "http" || scheme == "https"
+            )
+        {
+            return invalid(
+                "tracing.otlp_endpoint",
+                "must be an http:// or https:// URL of an OTLP/gRPC collector, or empty",
+            );
+        }
+        if !(0.0..=1.0).contains(&self.tracing.sample_ratio) {
+            return invalid("tracing.sample_ratio", "must be between 0.0 and 1.0");
+        }
         if self.health.check_interval.is_zero() {
             return invalid("health.check_interval", "must be longer than 0s");
         }
@@ -420,6 +461,16 @@ mod tests {
                 "server.shutdown_grace",
             ),
             ("SPEC_PROVIDER__SERVER__LISTNE", "x", "listne"),
+            (
+                "SPEC_PROVIDER__TRACING__OTLP_ENDPOINT",
+                "collector:4317",
+                "tracing.otlp_endpoint",
+            ),
+            (
+                "SPEC_PROVIDER__TRACING__SAMPLE_RATIO",
+                "1.5",
+                "tracing.sample_ratio",
+            ),
             (
                 "SPEC_PROVIDER__SERVER__METRICS_LISTEN",
                 "127.0.0.1:8080",

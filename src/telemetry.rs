@@ -1,32 +1,99 @@
 //! Logging through `tracing-subscriber` (the level filter from `RUST_LOG`, the format from
-//! `log.format`), and the request ids that tie a request's log lines together.
+//! `log.format`), optional OpenTelemetry trace export over OTLP (`tracing.otlp_endpoint`), and the
+//! request ids that tie a request's log lines and spans together.
 
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
+use anyhow::Context as _;
 use http::{HeaderValue, Request, Response};
+use opentelemetry::trace::TracerProvider as _;
+use opentelemetry_otlp::WithExportConfig;
+use opentelemetry_sdk::Resource;
+use opentelemetry_sdk::runtime::Tokio;
+use opentelemetry_sdk::trace::span_processor_with_async_runtime::BatchSpanProcessor;
+use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider};
 use tower_layer::Layer;
 use tower_service::Service;
 use tracing::Instrument;
 use tracing::instrument::Instrumented;
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Layer as _};
 use uuid::Uuid;
 
-use crate::config::LogFormat;
+use crate::config::{LogFormat, Settings, TracingSettings};
 
 /// The filter when `RUST_LOG` is unset: our info lines; sqlx only when something is wrong.
 const DEFAULT_FILTER: &str = "info,sqlx=warn";
 
-/// Installs the global subscriber. Calling it twice keeps the first one.
-pub fn init(format: LogFormat) {
+/// Keeps trace export running; [`Telemetry::shutdown`] flushes the spans not yet exported.
+#[must_use = "dropping the guard without shutdown may lose the last spans"]
+pub struct Telemetry {
+    tracer_provider: Option<SdkTracerProvider>,
+}
+
+impl Telemetry {
+    /// Exports what is still buffered and stops the exporter.
+    pub fn shutdown(self) {
+        if let Some(provider) = self.tracer_provider
+            && let Err(err) = provider.shutdown()
+        {
+            tracing::warn!(error = %err, "flushing the last traces failed");
+        }
+    }
+}
+
+/// Installs the global subscriber: log lines in `log.format`, and spans exported over OTLP when
+/// `tracing.otlp_endpoint` is set. Must run inside the tokio runtime (the exporter runs on it).
+/// Calling it twice keeps the first subscriber.
+pub fn init(settings: &Settings) -> anyhow::Result<Telemetry> {
     let filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_FILTER));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
-    let _already_set = match format {
-        LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+    let fmt = match settings.log.format {
+        LogFormat::Text => tracing_subscriber::fmt::layer().boxed(),
+        LogFormat::Json => tracing_subscriber::fmt::layer()
+            .json()
+            .flatten_event(true)
+            .boxed(),
     };
+    let tracer_provider = tracer_provider(&settings.tracing)?;
+    let otel = tracer_provider.as_ref().map(|provider| {
+        tracing_opentelemetry::layer().with_tracer(provider.tracer(env!("CARGO_PKG_NAME")))
+    });
+    let _already_set = tracing_subscriber::registry()
+        .with(filter)
+        .with(fmt)
+        .with(otel)
+        .try_init();
+    Ok(Telemetry { tracer_provider })
+}
+
+/// The OTLP/gRPC trace pipeline of `settings`, or `None` when export is off.
+fn tracer_provider(settings: &TracingSettings) -> anyhow::Result<Option<SdkTracerProvider>> {
+    if settings.otlp_endpoint.is_empty() {
+        return Ok(None);
+    }
+    let exporter = opentelemetry_otlp::SpanExporter::builder()
+        .with_tonic()
+        .with_endpoint(settings.otlp_endpoint.clone())
+        .build()
+        .context("setting up the OTLP exporter of tracing.otlp_endpoint")?;
+    let processor = BatchSpanProcessor::builder(exporter, Tokio).build();
+    Ok(Some(
+        SdkTracerProvider::builder()
+            .with_span_processor(processor)
+            .with_sampler(Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(
+                settings.sample_ratio,
+            ))))
+            .with_resource(
+                Resource::builder()
+                    .with_service_name(settings.service_name.clone())
+                    .build(),
+            )
+            .build(),
+    ))
 }
 
 /// The metadata key of a request's id.
@@ -77,9 +144,12 @@ where
             .unwrap_or_else(new_request_id);
         // Handlers see the id that is logged and echoed, also when it was generated here.
         request.headers_mut().insert(REQUEST_ID_HEADER, id.clone());
+        // `otel.*` fields name and classify the span for trace export; the log lines ignore them.
         let span = tracing::info_span!(
             "grpc",
-            request_id = std::str::from_utf8(id.as_bytes()).unwrap_or_default()
+            request_id = std::str::from_utf8(id.as_bytes()).unwrap_or_default(),
+            otel.name = request.uri().path().trim_start_matches('/'),
+            otel.kind = "server",
         );
         let inner = {
             let _entered = span.enter();

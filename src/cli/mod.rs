@@ -136,18 +136,28 @@ fn load_settings(config: Option<PathBuf>) -> anyhow::Result<Settings> {
 
 async fn serve(config: Option<PathBuf>) -> anyhow::Result<ExitCode> {
     let settings = load_settings(config)?;
-    telemetry::init(settings.log.format);
+    let telemetry = telemetry::init(&settings)?;
     tracing::info!(version = env!("CARGO_PKG_VERSION"), ?settings, "starting");
-    let app = Application::build(settings).await?;
-    app.run(shutdown_signal()).await?;
+    let result = async {
+        Application::build(settings)
+            .await?
+            .run(shutdown_signal())
+            .await
+    }
+    .await;
+    // Flushing waits for the export task, which runs on this runtime: block a blocking-pool
+    // thread for it, not one of the runtime's workers.
+    let _ = tokio::task::spawn_blocking(move || telemetry.shutdown()).await;
+    result?;
     Ok(ExitCode::SUCCESS)
 }
 
 async fn migrate(config: Option<PathBuf>) -> anyhow::Result<ExitCode> {
     let settings = load_settings(config)?;
-    telemetry::init(settings.log.format);
+    let telemetry = telemetry::init(&settings)?;
     let store = store::open(&settings.database).await?;
     store.migrate().await?;
+    let _ = tokio::task::spawn_blocking(move || telemetry.shutdown()).await;
     println!("migrations applied to {}", settings.database.url);
     Ok(ExitCode::SUCCESS)
 }

@@ -1,37 +1,10 @@
 //! The `spec-provider` binary itself: serve, migrate, health, and its exit codes.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use crate::app::spawn_app;
 use crate::db::Backend;
-
-const BIN: &str = env!("CARGO_BIN_EXE_spec-provider");
-
-/// The binary with a clean environment: no settings leak in from the developer's shell.
-fn spec_provider() -> Command {
-    let mut command = Command::new(BIN);
-    command
-        .env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default());
-    command
-}
-
-/// Waits for a child to exit, with a deadline; kills it and fails if it does not.
-fn wait_with_deadline(child: &mut Child, deadline: Duration) -> std::process::ExitStatus {
-    let start = std::time::Instant::now();
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            return status;
-        }
-        if start.elapsed() > deadline {
-            let _ = child.kill();
-            panic!("spec-provider did not exit within {deadline:?}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
+use crate::process::{ServerProcess, spec_provider};
 
 // Multi-threaded: the server keeps answering while this thread waits for the child process.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -119,37 +92,13 @@ fn migrate_creates_the_sqlite_schema() {
 #[test]
 fn serve_with_no_subcommand_answers_health_and_exits_zero_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
-    let mut child = spec_provider()
-        .env("SPEC_PROVIDER__SERVER__LISTEN", "127.0.0.1:0")
-        .env("SPEC_PROVIDER__SERVER__METRICS_LISTEN", "127.0.0.1:0")
-        .env(
-            "SPEC_PROVIDER__DATABASE__URL",
-            format!("sqlite://{}", dir.path().join("specs.db").display()),
-        )
-        .env("SPEC_PROVIDER__LOG__FORMAT", "json")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut server = ServerProcess::start(dir.path(), &[]);
+    let addr = format!("http://{}", server.addr);
 
-    // The port is only known from the log line that announces it.
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let addr = loop {
-        let line = lines
-            .next()
-            .expect("spec-provider exited before announcing its address")
-            .unwrap();
-        let event: serde_json::Value = serde_json::from_str(&line).expect("json log lines");
-        if event["message"] == "spec-provider listening" {
-            break event["local_addr"].as_str().unwrap().to_owned();
-        }
-    };
-    // Keep draining the log so the child never blocks on a full pipe.
-    std::thread::spawn(move || lines.for_each(drop));
-
+    // `health` is what a container probe runs; poll it, with a deadline, until SERVING.
     let serving = (0..200).any(|_| {
         let ok = spec_provider()
-            .args(["health", "--addr", &format!("http://{addr}")])
+            .args(["health", "--addr", &addr])
             .output()
             .unwrap()
             .status
@@ -160,12 +109,5 @@ fn serve_with_no_subcommand_answers_health_and_exits_zero_on_sigterm() {
         ok
     });
     assert!(serving, "the server became SERVING");
-
-    let killed = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(killed.success());
-    let status = wait_with_deadline(&mut child, Duration::from_secs(20));
-    assert_eq!(status.code(), Some(0));
+    assert_eq!(server.terminate().code(), Some(0));
 }

@@ -24,4 +24,6 @@ mod gate;
 mod grpc;
 mod health;
 mod observability;
+mod process;
 mod store;
+mod traces;

@@ -2,9 +2,7 @@
 //! traffic, `/readyz` through health transitions, `x-request-id` round trips, and JSON log lines.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use spec_provider::proto::registryfacade::GetImageSpecRequest;
@@ -16,12 +14,12 @@ use tokio::net::TcpStream;
 use tonic::Code;
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
-use tonic_health::pb::health_client::HealthClient;
 
 use crate::app::{DEADLINE, TestApp, spawn_app, spawn_app_with, start};
 use crate::db::{Backend, TestDb};
 use crate::fixtures::{full_spec, minimal_spec, put};
 use crate::gate::behind_gate;
+use crate::process::ServerProcess;
 
 on_both_backends!(
     grpc_metrics_count_exactly_the_rpcs_sent_with_go_names_and_codes,
@@ -373,72 +371,9 @@ async fn request_ids_are_echoed_and_made_when_absent() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn json_log_lines_carry_the_request_id_method_code_and_latency() {
     let dir = tempfile::tempdir().unwrap();
-    let mut child = ChildGuard(
-        Command::new(env!("CARGO_BIN_EXE_spec-provider"))
-            .env_clear()
-            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .env("SPEC_PROVIDER__SERVER__LISTEN", "127.0.0.1:0")
-            .env("SPEC_PROVIDER__SERVER__METRICS_LISTEN", "127.0.0.1:0")
-            .env(
-                "SPEC_PROVIDER__DATABASE__URL",
-                format!("sqlite://{}", dir.path().join("specs.db").display()),
-            )
-            .env("SPEC_PROVIDER__LOG__FORMAT", "json")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let (lines_tx, lines) = std::sync::mpsc::channel::<serde_json::Value>();
-    let stdout = child.0.stdout.take().unwrap();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines() {
-            let Ok(line) = line else { return };
-            if let Ok(event) = serde_json::from_str(&line)
-                && lines_tx.send(event).is_err()
-            {
-                return;
-            }
-        }
-    });
-    let next_event = |what: &str, matches: &dyn Fn(&serde_json::Value) -> bool| {
-        let deadline = Instant::now() + DEADLINE;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let event = lines
-                .recv_timeout(left)
-                .unwrap_or_else(|_| panic!("no log line {what} within {DEADLINE:?}"));
-            if matches(&event) {
-                return event;
-            }
-        }
-    };
-
-    let listening = next_event("spec-provider listening", &|e| {
-        e["message"] == "spec-provider listening"
-    });
-    let addr: SocketAddr = listening["local_addr"].as_str().unwrap().parse().unwrap();
-    let channel = tonic::transport::Channel::from_shared(format!("http://{addr}"))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
-    let mut admin = SpecAdminClient::new(channel.clone());
-    let mut watch = HealthClient::new(channel)
-        .watch(HealthCheckRequest::default())
-        .await
-        .unwrap()
-        .into_inner();
-    let serving = async {
-        while let Some(message) = watch.message().await.unwrap() {
-            if message.status() == ServingStatus::Serving {
-                return;
-            }
-        }
-    };
-    tokio::time::timeout(DEADLINE, serving)
-        .await
-        .expect("SERVING within the deadline");
+    let server = ServerProcess::start(dir.path(), &[]);
+    server.wait_serving().await;
+    let mut admin = SpecAdminClient::new(server.channel().await);
 
     let mut request = tonic::Request::new(put("ws-logged", minimal_spec(1)));
     request
@@ -452,7 +387,7 @@ async fn json_log_lines_carry_the_request_id_method_code_and_latency() {
     admin.put_spec(request).await.unwrap_err();
 
     for (request_id, code) in [("req-log-1", "OK"), ("req-log-2", "InvalidArgument")] {
-        let event = next_event(request_id, &|e| {
+        let event = server.next_event(request_id, |e| {
             e["message"] == "rpc" && e["span"]["request_id"] == request_id
         });
         assert_eq!(
@@ -465,16 +400,6 @@ async fn json_log_lines_carry_the_request_id_method_code_and_latency() {
         if code != "OK" {
             assert!(event["status_message"].is_string(), "{event}");
         }
-    }
-}
-
-/// Kills and reaps the child process when the test ends, also when it fails.
-struct ChildGuard(Child);
-
-impl Drop for ChildGuard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
     }
 }
 

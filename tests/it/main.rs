@@ -11,4 +11,5 @@ mod gate;
 mod grpc;
 mod health;
 mod observability;
+mod security;
 mod store;

@@ -799,3 +799,76 @@ async fn tokens_never_appear_in_the_logs() {
         }
     }
 }
+
+// The CLI
+// ---------------------------------------------------------------------------------------------
+
+/// `spec-provider health` and a client subcommand over mutual TLS, with and without a token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_connects_over_mutual_tls_with_a_token() {
+    let ca = Ca::new("test CA");
+    let files = ServerFiles::new(&ca, &ca.server());
+    let app = spawn_tls_app(|s| {
+        files.configure(s, true);
+        s.auth.admin_tokens = vec![Secret::new(ADMIN_TOKEN)];
+    })
+    .await;
+    let client = ca.client("ws-manager-cli");
+    std::fs::write(files.path("client.crt"), &client.cert).unwrap();
+    std::fs::write(files.path("client.key"), &client.key).unwrap();
+    let path = |name: &str| files.path(name).to_str().unwrap().to_owned();
+    let tls_flags = [
+        "--addr".to_owned(),
+        format!("https://127.0.0.1:{}", app.addr.port()),
+        "--ca".into(),
+        path("ca.crt"),
+        "--cert".into(),
+        path("client.crt"),
+        "--key".into(),
+        path("client.key"),
+        "--server-name".into(),
+        "ws-manager".into(),
+    ];
+    let run = |subcommand: &'static str, token: Option<&'static str>| {
+        let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_spec-provider"));
+        command
+            .env_remove("SPEC_PROVIDER_TOKEN")
+            .env_remove("SPEC_PROVIDER_ADDR")
+            .arg(subcommand)
+            .args(&tls_flags)
+            .kill_on_drop(true);
+        if let Some(token) = token {
+            command.env("SPEC_PROVIDER_TOKEN", token);
+        }
+        async move {
+            let output = tokio::time::timeout(DEADLINE, command.output())
+                .await
+                .expect("the CLI finishes within the deadline")
+                .unwrap();
+            (
+                output.status.code(),
+                String::from_utf8_lossy(&output.stdout).into_owned(),
+                String::from_utf8_lossy(&output.stderr).into_owned(),
+            )
+        }
+    };
+
+    // Health needs no token; it exits 0 once SERVING.
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let (code, stdout, stderr) = run("health", None).await;
+        if code == Some(0) {
+            assert_eq!(stdout.trim(), "SERVING");
+            break;
+        }
+        assert!(stdout.contains("NOT_SERVING"), "{stdout}{stderr}");
+        assert!(Instant::now() < deadline, "never SERVING: {stderr}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (code, _, stderr) = run("list", None).await;
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("Unauthenticated"), "{stderr}");
+    let (code, _, stderr) = run("list", Some(ADMIN_TOKEN)).await;
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(!stderr.contains(ADMIN_TOKEN), "{stderr}");
+}

@@ -550,6 +550,42 @@ async fn every_certificate_identity_and_rpc_gets_the_right_code() {
 }
 
 #[tokio::test]
+async fn a_changed_token_file_takes_effect_without_a_restart() {
+    const OLD: &str = "old-token-1a2b3c";
+    const NEW: &str = "new-token-4d5e6f";
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("admin-tokens");
+    std::fs::write(&file, format!("{OLD}\n")).unwrap();
+    let app = spawn_app_with(Backend::Sqlite, |s| {
+        s.auth.admin_tokens_file = Some(file.clone());
+        s.tls.reload_interval = Duration::from_millis(50);
+    })
+    .await;
+    assert_eq!(call(&app.channel, "ListSpecs", Some(OLD)).await, Code::Ok);
+    assert_eq!(
+        call(&app.channel, "ListSpecs", Some(NEW)).await,
+        Code::Unauthenticated
+    );
+
+    // Kubernetes updates a mounted Secret by swapping the file in one step.
+    let tmp = dir.path().join(".admin-tokens.new");
+    std::fs::write(&tmp, format!("\n{NEW}\n\n")).unwrap();
+    std::fs::rename(&tmp, &file).unwrap();
+    let deadline = Instant::now() + DEADLINE;
+    while call(&app.channel, "ListSpecs", Some(NEW)).await != Code::Ok {
+        assert!(
+            Instant::now() < deadline,
+            "the new token was not accepted within {DEADLINE:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        call(&app.channel, "ListSpecs", Some(OLD)).await,
+        Code::Unauthenticated
+    );
+}
+
+#[tokio::test]
 async fn with_admin_listen_spec_admin_is_served_there_only() {
     let db = TestDb::new(Backend::Sqlite).await;
     let mut settings = test_settings(&db);

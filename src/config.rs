@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -39,6 +39,10 @@ pub struct Settings {
     pub metrics: MetricsSettings,
     /// OpenTelemetry trace export.
     pub tracing: TracingSettings,
+    /// TLS and mutual TLS on the gRPC listeners.
+    pub tls: TlsSettings,
+    /// Who may call what: bearer tokens and client certificate identities with roles.
+    pub auth: AuthSettings,
 }
 
 /// `[server]`: the gRPC listener.
@@ -55,6 +59,10 @@ pub struct ServerSettings {
     /// `/readyz`), kept apart from the gRPC listener so that it can stay private to the cluster.
     /// Port 0 picks a free port.
     pub metrics_listen: SocketAddr,
+    /// When set, SpecAdmin is served on this address only (with health and reflection), and
+    /// `listen` serves no SpecAdmin: the admin API can then sit on a network that registry
+    /// facades cannot reach. Port 0 picks a free port.
+    pub admin_listen: Option<SocketAddr>,
 }
 
 impl Default for ServerSettings {
@@ -63,6 +71,7 @@ impl Default for ServerSettings {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             shutdown_grace: Duration::from_secs(10),
             metrics_listen: SocketAddr::from(([127, 0, 0, 1], 9500)),
+            admin_listen: None,
         }
     }
 }
@@ -183,6 +192,112 @@ impl Default for MetricsSettings {
     }
 }
 
+/// `[tls]`: TLS on the gRPC listeners. Without `cert` and `key` they speak plaintext HTTP/2.
+/// The files are read again whenever their contents change (cert-manager rotates them), without
+/// dropping connections; a new pair that does not load is ignored with a warning.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsSettings {
+    /// The server's certificate chain (PEM), leaf first.
+    pub cert: Option<PathBuf>,
+    /// The server's private key (PEM: PKCS#8, PKCS#1 or SEC1).
+    pub key: Option<PathBuf>,
+    /// CA certificates (PEM) for mutual TLS: when set, every client must present a certificate
+    /// that chains to one of them, or the handshake fails.
+    pub client_ca: Option<PathBuf>,
+    /// How often the files above (and the token files of `[auth]`) are checked for changes.
+    #[serde(with = "humantime_serde")]
+    pub reload_interval: Duration,
+    /// Longest TLS handshake; a client that takes longer is disconnected.
+    #[serde(with = "humantime_serde")]
+    pub handshake_timeout: Duration,
+}
+
+impl Default for TlsSettings {
+    fn default() -> Self {
+        Self {
+            cert: None,
+            key: None,
+            client_ca: None,
+            reload_interval: Duration::from_secs(10),
+            handshake_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+impl TlsSettings {
+    /// Whether the listeners speak TLS.
+    pub fn enabled(&self) -> bool {
+        self.cert.is_some()
+    }
+}
+
+/// `[auth]`: roles are `reader` (SpecProvider, reflection) and `admin` (everything). Health needs
+/// no credentials. When no reader credentials are configured, reads are open to every client
+/// (as registry facades expect); when no credentials at all are configured, SpecAdmin is open too.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthSettings {
+    /// Bearer tokens (`authorization: Bearer <token>`) of the admin role. Environment: a
+    /// comma-separated list.
+    pub admin_tokens: Vec<Secret>,
+    /// Bearer tokens of the reader role.
+    pub reader_tokens: Vec<Secret>,
+    /// A file with more admin tokens, one per line (blank lines ignored), e.g. a mounted
+    /// Kubernetes Secret; re-read when it changes.
+    pub admin_tokens_file: Option<PathBuf>,
+    /// A file with more reader tokens, one per line.
+    pub reader_tokens_file: Option<PathBuf>,
+    /// Client certificate identities (a DNS name of the certificate, or its common name) of the
+    /// admin role. Needs `tls.client_ca`.
+    pub admin_subjects: Vec<String>,
+    /// Client certificate identities of the reader role. Needs `tls.client_ca`.
+    pub reader_subjects: Vec<String>,
+    /// Serve SpecAdmin on a non-loopback address without admin tokens or mutual TLS. Anyone who
+    /// reaches the listener can then decide what every workspace runs; logged as a warning.
+    pub allow_insecure_admin: bool,
+}
+
+impl AuthSettings {
+    /// The keys of the list settings, which the environment gives as comma-separated values.
+    pub const LIST_KEYS: [&str; 4] = [
+        "auth.admin_tokens",
+        "auth.reader_tokens",
+        "auth.admin_subjects",
+        "auth.reader_subjects",
+    ];
+
+    /// Whether any admin credential (token, token file or subject) is configured.
+    pub fn has_admin_credentials(&self) -> bool {
+        !self.admin_tokens.is_empty()
+            || self.admin_tokens_file.is_some()
+            || !self.admin_subjects.is_empty()
+    }
+}
+
+/// A secret string (a bearer token): `Debug` shows `***`, so settings can be logged whole.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret.
+    pub fn new(secret: impl Into<String>) -> Self {
+        Self(secret.into())
+    }
+
+    /// The secret itself: only for comparing with what a client sent.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
 /// How log lines are written.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -297,9 +412,12 @@ impl Settings {
                 config::Environment::with_prefix(ENV_PREFIX)
                     .prefix_separator("__")
                     .separator("__")
-                    // No list settings yet. When one comes, name it with `with_list_parse_key`
-                    // and set `list_separator(",")`: without named keys, `config` splits every
-                    // value into a list.
+                    // Only the named keys are lists: without them, `config` splits every value.
+                    .list_separator(",")
+                    .with_list_parse_key(AuthSettings::LIST_KEYS[0])
+                    .with_list_parse_key(AuthSettings::LIST_KEYS[1])
+                    .with_list_parse_key(AuthSettings::LIST_KEYS[2])
+                    .with_list_parse_key(AuthSettings::LIST_KEYS[3])
                     .try_parsing(true)
                     .source(env),
             )
@@ -370,6 +488,76 @@ impl Settings {
                 "must differ from server.listen (metrics have a listener of their own)",
             );
         }
+        self.validate_security()
+    }
+
+    /// The `[tls]` and `[auth]` checks, including the refusal to serve SpecAdmin openly on a
+    /// non-loopback address. Token files are read at start-up, not here.
+    fn validate_security(&self) -> Result<(), ConfigError> {
+        let invalid = |key, reason: String| Err(ConfigError::Invalid { key, reason });
+        let (tls, auth) = (&self.tls, &self.auth);
+        if tls.cert.is_some() != tls.key.is_some() {
+            return invalid(
+                "tls.key",
+                "tls.cert and tls.key must be set together".into(),
+            );
+        }
+        if tls.client_ca.is_some() && !tls.enabled() {
+            return invalid("tls.client_ca", "needs tls.cert and tls.key".into());
+        }
+        if tls.reload_interval.is_zero() {
+            return invalid("tls.reload_interval", "must be longer than 0s".into());
+        }
+        if tls.handshake_timeout.is_zero() {
+            return invalid("tls.handshake_timeout", "must be longer than 0s".into());
+        }
+        for (key, tokens) in [
+            ("auth.admin_tokens", &auth.admin_tokens),
+            ("auth.reader_tokens", &auth.reader_tokens),
+        ] {
+            if tokens
+                .iter()
+                .any(|t| !crate::security::auth::is_valid_token(t.expose()))
+            {
+                return invalid(
+                    key,
+                    "tokens must be non-empty and printable ASCII without spaces".into(),
+                );
+            }
+        }
+        if (!auth.admin_subjects.is_empty() || !auth.reader_subjects.is_empty())
+            && tls.client_ca.is_none()
+        {
+            return invalid(
+                "auth.admin_subjects",
+                "client certificate subjects need tls.client_ca (mutual TLS)".into(),
+            );
+        }
+        if let Some(admin) = self.server.admin_listen
+            && admin.port() != 0
+            && (admin == self.server.listen || admin == self.server.metrics_listen)
+        {
+            return invalid(
+                "server.admin_listen",
+                "must differ from server.listen and server.metrics_listen".into(),
+            );
+        }
+        let (admin_key, admin_addr) = match self.server.admin_listen {
+            Some(addr) => ("server.admin_listen", addr),
+            None => ("server.listen", self.server.listen),
+        };
+        let secured = auth.has_admin_credentials() || tls.client_ca.is_some();
+        if !admin_addr.ip().is_loopback() && !secured && !auth.allow_insecure_admin {
+            return invalid(
+                admin_key,
+                format!(
+                    "refusing to serve SpecAdmin on the non-loopback address {admin_addr} without \
+                     credentials: set auth.admin_tokens (or auth.admin_tokens_file), or \
+                     tls.client_ca for mutual TLS, or auth.allow_insecure_admin = true to accept \
+                     that anyone who reaches it can write specs"
+                ),
+            );
+        }
         Ok(())
     }
 }
@@ -403,6 +591,7 @@ mod tests {
             None,
             env(&[
                 ("SPEC_PROVIDER__SERVER__LISTEN", "0.0.0.0:9090"),
+                ("SPEC_PROVIDER__AUTH__ALLOW_INSECURE_ADMIN", "true"),
                 ("SPEC_PROVIDER__DATABASE__URL", "postgres://u:p@db/specs"),
                 ("SPEC_PROVIDER__DATABASE__ACQUIRE_TIMEOUT", "250ms"),
                 ("SPEC_PROVIDER__VALIDATION__ALLOW_HTTP_URLS", "true"),
@@ -499,6 +688,95 @@ mod tests {
         let example = Settings::load(Some(&path), env(&[])).unwrap();
         let defaults = Settings::load(None, env(&[])).unwrap();
         assert_eq!(format!("{example:?}"), format!("{defaults:?}"));
+    }
+
+    #[test]
+    fn token_and_subject_lists_come_from_comma_separated_variables() {
+        let settings = Settings::load(
+            None,
+            env(&[
+                ("SPEC_PROVIDER__AUTH__ADMIN_TOKENS", "tok-a,tok-b"),
+                ("SPEC_PROVIDER__AUTH__READER_TOKENS", "tok-r"),
+                ("SPEC_PROVIDER__TLS__CERT", "/certs/tls.crt"),
+                ("SPEC_PROVIDER__TLS__KEY", "/certs/tls.key"),
+                ("SPEC_PROVIDER__TLS__CLIENT_CA", "/certs/ca.crt"),
+                (
+                    "SPEC_PROVIDER__AUTH__ADMIN_SUBJECTS",
+                    "ws-manager,ws-manager-2",
+                ),
+                ("SPEC_PROVIDER__SERVER__LISTEN", "0.0.0.0:8080"),
+            ]),
+        )
+        .unwrap();
+        let tokens: Vec<&str> = settings
+            .auth
+            .admin_tokens
+            .iter()
+            .map(Secret::expose)
+            .collect();
+        assert_eq!(tokens, ["tok-a", "tok-b"]);
+        assert_eq!(settings.auth.reader_tokens, [Secret::new("tok-r")]);
+        assert_eq!(settings.auth.admin_subjects, ["ws-manager", "ws-manager-2"]);
+        // Only the list keys are split.
+        assert_eq!(settings.server.listen.to_string(), "0.0.0.0:8080");
+        let shown = format!("{settings:?}");
+        assert!(
+            !shown.contains("tok-a") && !shown.contains("tok-r"),
+            "{shown}"
+        );
+    }
+
+    #[test]
+    fn spec_admin_on_a_public_address_needs_credentials_or_an_explicit_opt_in() {
+        let public = ("SPEC_PROVIDER__SERVER__LISTEN", "0.0.0.0:8080");
+        let err = Settings::load(None, env(&[public]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("server.listen"), "{err}");
+        assert!(err.contains("auth.allow_insecure_admin = true"), "{err}");
+        for extra in [
+            ("SPEC_PROVIDER__AUTH__ALLOW_INSECURE_ADMIN", "true"),
+            (
+                "SPEC_PROVIDER__AUTH__ADMIN_TOKENS_FILE",
+                "/secrets/admin-tokens",
+            ),
+            ("SPEC_PROVIDER__SERVER__ADMIN_LISTEN", "127.0.0.1:8081"),
+        ] {
+            Settings::load(None, env(&[public, extra])).unwrap();
+        }
+        let err = Settings::load(
+            None,
+            env(&[
+                public,
+                ("SPEC_PROVIDER__SERVER__ADMIN_LISTEN", "10.0.0.1:8081"),
+            ]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("server.admin_listen"), "{err}");
+    }
+
+    #[test]
+    fn tls_and_auth_settings_are_checked() {
+        let cases = [
+            (vec![("SPEC_PROVIDER__TLS__CERT", "/c")], "tls.key"),
+            (
+                vec![("SPEC_PROVIDER__TLS__CLIENT_CA", "/ca")],
+                "tls.client_ca",
+            ),
+            (
+                vec![("SPEC_PROVIDER__AUTH__READER_SUBJECTS", "facade")],
+                "auth.admin_subjects",
+            ),
+            (
+                vec![("SPEC_PROVIDER__AUTH__ADMIN_TOKENS", "has space")],
+                "auth.admin_tokens",
+            ),
+        ];
+        for (vars, named) in cases {
+            let err = Settings::load(None, env(&vars)).unwrap_err().to_string();
+            assert!(err.contains(named), "{vars:?}: {err}");
+        }
     }
 
     #[test]

@@ -7,6 +7,7 @@ pub mod config;
 pub mod domain;
 pub mod metrics;
 pub mod proto;
+pub mod security;
 pub mod server;
 pub mod store;
 pub mod telemetry;

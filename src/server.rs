@@ -10,7 +10,6 @@ use std::time::Duration;
 use anyhow::Context;
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
-use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 use tonic::server::NamedService;
 use tonic_health::ServingStatus;
@@ -27,6 +26,9 @@ use crate::metrics::{self, Metrics};
 use crate::proto;
 use crate::proto::registryfacade::spec_provider_server::SpecProviderServer;
 use crate::proto::specprovider::v1::spec_admin_server::SpecAdminServer;
+use crate::security::auth::{AuthLayer, SharedCredentials};
+use crate::security::tls::{ReloadingTls, incoming};
+use crate::security::watch_files;
 use crate::store::{self, Store};
 use crate::telemetry::RequestIdLayer;
 
@@ -64,6 +66,9 @@ pub struct Application {
     local_addr: SocketAddr,
     metrics_listener: TcpListener,
     metrics_addr: SocketAddr,
+    admin_listener: Option<TcpListener>,
+    tls: Option<Arc<ReloadingTls>>,
+    credentials: SharedCredentials,
     settings: Settings,
     store: Arc<dyn Store>,
     metrics: Arc<Metrics>,
@@ -71,9 +76,22 @@ pub struct Application {
 }
 
 impl Application {
-    /// Opens the store (lazily: the database may still be down), sets up the metrics and binds
-    /// `server.listen` and `server.metrics_listen`.
+    /// Opens the store (lazily: the database may still be down), sets up the metrics, loads the
+    /// TLS files and tokens, and binds `server.listen`, `server.metrics_listen` and
+    /// `server.admin_listen`.
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        settings.validate()?;
+        let tls = settings
+            .tls
+            .enabled()
+            .then(|| ReloadingTls::load(&settings.tls))
+            .transpose()?;
+        let credentials = SharedCredentials::load(&settings.auth)?;
+        if settings.auth.allow_insecure_admin {
+            tracing::warn!(
+                "auth.allow_insecure_admin = true: SpecAdmin may be open to anyone who reaches it"
+            );
+        }
         let store = store::open(&settings.database)
             .await
             .context("opening the database")?;
@@ -104,11 +122,22 @@ impl Application {
                 )
             })?;
         let metrics_addr = metrics_listener.local_addr()?;
+        let admin_listener = match settings.server.admin_listen {
+            Some(addr) => Some(
+                TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("binding server.admin_listen {addr}"))?,
+            ),
+            None => None,
+        };
         Ok(Self {
             listener,
             local_addr,
             metrics_listener,
             metrics_addr,
+            admin_listener,
+            tls,
+            credentials,
             settings,
             store,
             metrics: Arc::new(metrics),
@@ -119,6 +148,13 @@ impl Application {
     /// The address the gRPC listener is bound to.
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// The address of the SpecAdmin listener (`server.admin_listen`), when there is one.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin_listener
+            .as_ref()
+            .and_then(|listener| listener.local_addr().ok())
     }
 
     /// The address the metrics listener (`/metrics`, `/healthz`, `/readyz`) is bound to.
@@ -137,11 +173,17 @@ impl Application {
             local_addr,
             metrics_listener,
             metrics_addr,
+            admin_listener,
+            tls,
+            credentials,
             settings,
             store,
             metrics,
             grpc_metrics,
         } = self;
+        let admin_addr = admin_listener
+            .as_ref()
+            .and_then(|listener| listener.local_addr().ok());
         let (reporter, health_service) = tonic_health::server::health_reporter();
         let readiness = Readiness::default();
         reporter
@@ -189,12 +231,43 @@ impl Application {
             settings.limits.max_spec_bytes + ADMIN_REQUEST_OVERHEAD_BYTES,
         );
 
+        if let Some(tls) = &tls {
+            let tls = tls.clone();
+            tokio::spawn(watch_files(
+                tls.paths(),
+                settings.tls.reload_interval,
+                background.clone(),
+                move || tls.reload(),
+            ));
+        }
+        if !credentials.paths().is_empty() {
+            let credentials = credentials.clone();
+            tokio::spawn(watch_files(
+                credentials.paths(),
+                settings.tls.reload_interval,
+                background.clone(),
+                move || credentials.reload(),
+            ));
+        }
+        // Both listeners stop accepting when shutdown begins.
+        let stop_accepting = CancellationToken::new();
+        let accept = |listener| {
+            incoming(
+                listener,
+                tls.clone(),
+                settings.tls.handshake_timeout,
+                stop_accepting.clone(),
+            )
+        };
+
         let draining = Arc::new(Notify::new());
         let on_shutdown = {
             let health = health.clone();
             let draining = draining.clone();
+            let stop_accepting = stop_accepting.clone();
             async move {
                 shutdown.await;
+                stop_accepting.cancel();
                 tracing::info!("shutting down: health NOT_SERVING, draining in-flight RPCs");
                 health.stop().await;
                 background.cancel();
@@ -205,20 +278,48 @@ impl Application {
         tracing::info!(
             %local_addr,
             %metrics_addr,
+            ?admin_addr,
+            tls = tls.is_some(),
             backend = store.backend(),
             database = %settings.database.url,
             "spec-provider listening"
         );
-        let serve = tonic::transport::Server::builder()
-            .tcp_nodelay(true)
+        // With `server.admin_listen`, SpecAdmin moves to a server of its own, with health and
+        // reflection for probes and tools, and the main listener serves no SpecAdmin.
+        let (admin, admin_server) = match admin_listener {
+            None => (Some(admin), None),
+            Some(admin_listener) => {
+                let server = tonic::transport::Server::builder()
+                    .layer(RequestIdLayer)
+                    .layer(GrpcMetricsLayer::new(grpc_metrics.clone()))
+                    .layer(AuthLayer::new(credentials.clone()))
+                    .add_service(health_service.clone())
+                    .add_service(reflection_builder().build_v1()?)
+                    .add_service(admin)
+                    .serve_with_incoming_shutdown(
+                        accept(admin_listener),
+                        stop_accepting.clone().cancelled_owned(),
+                    );
+                (None, Some(server))
+            }
+        };
+        let serve_main = tonic::transport::Server::builder()
             .layer(RequestIdLayer)
             .layer(GrpcMetricsLayer::new(grpc_metrics))
+            // Inside the metrics layer, so that refused calls are counted with their codes.
+            .layer(AuthLayer::new(credentials))
             .add_service(health_service)
             .add_service(reflection_builder().build_v1()?)
             .add_service(reflection_builder().build_v1alpha()?)
             .add_service(provider)
-            .add_service(admin)
-            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), on_shutdown);
+            .add_optional_service(admin)
+            .serve_with_incoming_shutdown(accept(listener), on_shutdown);
+        let serve = async {
+            match admin_server {
+                Some(admin_server) => tokio::try_join!(serve_main, admin_server).map(|_| ()),
+                None => serve_main.await,
+            }
+        };
 
         let grace = settings.server.shutdown_grace;
         tokio::select! {

@@ -1,13 +1,18 @@
-//! Talking to a running server: the flags every client subcommand shares, connecting, and turning
-//! a failed RPC into one readable sentence.
+//! Talking to a running server: the flags every client subcommand shares (TLS and the bearer
+//! token included), connecting, and turning a failed RPC into one readable sentence.
 
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, anyhow, bail};
 use tonic::Status;
-use tonic::transport::{Channel, Endpoint};
+use tonic::metadata::{AsciiMetadataValue, MetadataValue};
+use tonic::service::Interceptor;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 use tonic_types::StatusExt;
 
+use crate::config::Secret;
 use crate::proto::specprovider::v1::spec_admin_client::SpecAdminClient;
 
 use super::output::OutputFormat;
@@ -15,10 +20,34 @@ use super::output::OutputFormat;
 /// Where the client subcommands look for a server unless told otherwise.
 pub(super) const DEFAULT_ADDR: &str = "http://127.0.0.1:8080";
 
+/// A SpecAdmin client that sends the bearer token, if any, with every call.
+pub(super) type AdminClient = SpecAdminClient<InterceptedService<Channel, BearerToken>>;
+
+/// How to reach a server securely: TLS files, the name its certificate must carry, the token.
+#[derive(Debug, Clone, clap::Args)]
+pub(super) struct SecurityArgs {
+    /// CA certificate (PEM) that the server's certificate must chain to; needs an https:// --addr.
+    #[arg(long, value_name = "FILE")]
+    pub ca: Option<PathBuf>,
+    /// Client certificate (PEM) for mutual TLS; needs --key.
+    #[arg(long, value_name = "FILE", requires = "key")]
+    pub cert: Option<PathBuf>,
+    /// Private key (PEM) of --cert.
+    #[arg(long, value_name = "FILE", requires = "cert")]
+    pub key: Option<PathBuf>,
+    /// The name the server's certificate must carry, when it is not --addr's host (registry
+    /// facades use ws-manager).
+    #[arg(long, value_name = "NAME")]
+    pub server_name: Option<String>,
+    /// Bearer token sent as `authorization: Bearer <token>`.
+    #[arg(long, env = "SPEC_PROVIDER_TOKEN", hide_env_values = true, value_parser = parse_secret)]
+    pub token: Option<Secret>,
+}
+
 /// Flags shared by the subcommands that talk to a server.
 #[derive(Debug, Clone, clap::Args)]
 pub(super) struct ClientArgs {
-    /// The server, as an http:// URL.
+    /// The server, as an http:// URL (https:// with TLS).
     #[arg(long, env = "SPEC_PROVIDER_ADDR", default_value = DEFAULT_ADDR)]
     pub addr: String,
     /// Give up on connecting, and on each call, after this long (e.g. 500ms, 10s).
@@ -27,6 +56,8 @@ pub(super) struct ClientArgs {
     /// Output format [default: table on a terminal, json otherwise].
     #[arg(long, value_enum)]
     pub output: Option<OutputFormat>,
+    #[command(flatten)]
+    pub security: SecurityArgs,
 }
 
 impl ClientArgs {
@@ -36,49 +67,137 @@ impl ClientArgs {
     }
 
     /// Connects to `--addr`, saying plainly when the address is malformed or nothing answers.
-    pub async fn connect(&self) -> anyhow::Result<SpecAdminClient<Channel>> {
-        let addr = &self.addr;
-        check_addr(addr)?;
-        let endpoint = Endpoint::from_shared(addr.clone())
-            .with_context(|| format!("--addr {addr:?} is not a valid server address"))?
-            .connect_timeout(self.timeout)
-            .timeout(self.timeout);
-        let channel = match tokio::time::timeout(self.timeout, endpoint.connect()).await {
-            Ok(Ok(channel)) => channel,
-            Ok(Err(err)) => {
-                // The alternate form lists the causes, where tonic keeps the useful part
-                // ("Connection refused").
-                let cause = anyhow::Error::new(err);
-                bail!(
-                    "cannot reach spec-provider at {addr} ({cause:#}); is the server running, and \
-                     is --addr (or SPEC_PROVIDER_ADDR) right?"
-                )
-            }
-            Err(_) => bail!(
-                "cannot reach spec-provider at {addr}: no connection within {}; is the server \
-                 running, and is --addr (or SPEC_PROVIDER_ADDR) right?",
-                humantime::format_duration(self.timeout)
-            ),
+    pub async fn connect(&self) -> anyhow::Result<AdminClient> {
+        let channel = connect_channel(&self.addr, self.timeout, &self.security).await?;
+        Ok(
+            SpecAdminClient::with_interceptor(channel, self.security.bearer_token()?)
+                // The server bounds what it sends (specs are at most 16 MiB, pages bounded), and a
+                // listing with specs may well exceed tonic's 4 MiB default.
+                .max_decoding_message_size(usize::MAX),
+        )
+    }
+}
+
+impl SecurityArgs {
+    /// The interceptor that sends `--token`.
+    pub fn bearer_token(&self) -> anyhow::Result<BearerToken> {
+        let value = self
+            .token
+            .as_ref()
+            .map(|token| {
+                MetadataValue::try_from(format!("Bearer {}", token.expose())).map_err(|_| {
+                    anyhow!("--token (or SPEC_PROVIDER_TOKEN) holds characters a token cannot have")
+                })
+            })
+            .transpose()?;
+        Ok(BearerToken(value))
+    }
+
+    /// The TLS configuration the flags ask for, or `None` for plaintext.
+    fn tls_config(&self) -> anyhow::Result<Option<ClientTlsConfig>> {
+        let read = |path: &Path, flag: &str| {
+            std::fs::read(path).with_context(|| format!("{flag}: reading {}", path.display()))
         };
-        Ok(SpecAdminClient::new(channel)
-            // The server bounds what it sends (specs are at most 16 MiB, pages bounded), and a
-            // listing with specs may well exceed tonic's 4 MiB default.
-            .max_decoding_message_size(usize::MAX))
+        let Some(ca) = &self.ca else {
+            if self.cert.is_some() || self.server_name.is_some() {
+                bail!(
+                    "--cert, --key and --server-name need --ca (the CA of the server's certificate)"
+                );
+            }
+            return Ok(None);
+        };
+        let mut config =
+            ClientTlsConfig::new().ca_certificate(Certificate::from_pem(read(ca, "--ca")?));
+        if let (Some(cert), Some(key)) = (&self.cert, &self.key) {
+            config = config.identity(Identity::from_pem(
+                read(cert, "--cert")?,
+                read(key, "--key")?,
+            ));
+        }
+        if let Some(name) = &self.server_name {
+            config = config.domain_name(name.clone());
+        }
+        Ok(Some(config))
+    }
+}
+
+/// Sends `authorization: Bearer <token>` with every call, when there is a token.
+#[derive(Clone)]
+pub(super) struct BearerToken(Option<AsciiMetadataValue>);
+
+impl Interceptor for BearerToken {
+    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, Status> {
+        if let Some(value) = &self.0 {
+            request
+                .metadata_mut()
+                .insert("authorization", value.clone());
+        }
+        Ok(request)
+    }
+}
+
+fn parse_secret(value: &str) -> Result<Secret, std::convert::Infallible> {
+    Ok(Secret::new(value))
+}
+
+/// A channel to `addr`, over TLS when the flags ask for it, saying plainly when the address is
+/// malformed or nothing answers.
+pub(super) async fn connect_channel(
+    addr: &str,
+    timeout: Duration,
+    security: &SecurityArgs,
+) -> anyhow::Result<Channel> {
+    let tls = security.tls_config()?;
+    check_addr(addr, tls.is_some())?;
+    let mut endpoint = Endpoint::from_shared(addr.to_owned())
+        .with_context(|| format!("--addr {addr:?} is not a valid server address"))?
+        .connect_timeout(timeout)
+        .timeout(timeout);
+    if let Some(tls) = tls {
+        endpoint = endpoint
+            .tls_config(tls)
+            .context("setting up TLS from --ca, --cert and --key")?;
+    }
+    match tokio::time::timeout(timeout, endpoint.connect()).await {
+        Ok(Ok(channel)) => Ok(channel),
+        Ok(Err(err)) => {
+            // The alternate form lists the causes, where tonic keeps the useful part
+            // ("Connection refused").
+            let cause = anyhow::Error::new(err);
+            bail!(
+                "cannot reach spec-provider at {addr} ({cause:#}); is the server running, and \
+                 is --addr (or SPEC_PROVIDER_ADDR) right?"
+            )
+        }
+        Err(_) => bail!(
+            "cannot reach spec-provider at {addr}: no connection within {}; is the server \
+             running, and is --addr (or SPEC_PROVIDER_ADDR) right?",
+            humantime::format_duration(timeout)
+        ),
     }
 }
 
 /// Refuses an address tonic would only fail on later with a vaguer message.
-fn check_addr(addr: &str) -> anyhow::Result<()> {
+fn check_addr(addr: &str, tls: bool) -> anyhow::Result<()> {
     let url = url::Url::parse(addr).map_err(|err| {
         anyhow!(
             "--addr {addr:?} is not a valid server address ({err}); write it like {DEFAULT_ADDR}"
         )
     })?;
-    if url.scheme() != "http" {
-        bail!(
-            "--addr {addr:?} must start with http:// (spec-provider serves plaintext gRPC); write \
-             it like {DEFAULT_ADDR}"
-        );
+    match (url.scheme(), tls) {
+        ("http", false) | ("https", true) => {}
+        ("https", false) => bail!(
+            "--addr {addr:?} starts with https://: give --ca (the CA of the server's certificate) \
+             too, or use http:// for a plaintext server"
+        ),
+        ("http", true) => bail!(
+            "--addr {addr:?} starts with http:// but --ca asks for TLS; write it like \
+             https://spec-provider:8080"
+        ),
+        _ => bail!(
+            "--addr {addr:?} must start with http:// (or https:// with --ca); write it like \
+             {DEFAULT_ADDR}"
+        ),
     }
     if url.host().is_none() {
         bail!("--addr {addr:?} names no host; write it like {DEFAULT_ADDR}");
@@ -146,10 +265,17 @@ mod tests {
 
     #[test]
     fn addresses_without_a_scheme_or_with_https_are_refused_plainly() {
-        let err = check_addr("127.0.0.1:8080").unwrap_err().to_string();
+        let err = check_addr("127.0.0.1:8080", false).unwrap_err().to_string();
         assert!(err.contains("http://"), "{err}");
-        let err = check_addr("https://example.com").unwrap_err().to_string();
-        assert!(err.contains("must start with http://"), "{err}");
-        assert!(check_addr("http://localhost:8080").is_ok());
+        let err = check_addr("https://example.com", false)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("give --ca"), "{err}");
+        let err = check_addr("http://example.com", true)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("https://"), "{err}");
+        assert!(check_addr("http://localhost:8080", false).is_ok());
+        assert!(check_addr("https://localhost:8080", true).is_ok());
     }
 }

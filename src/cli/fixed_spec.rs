@@ -11,16 +11,14 @@ use futures::StreamExt;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 use tonic::Code;
-use tonic::transport::Channel;
 
 use crate::config::Settings;
 use crate::domain::SpecId;
 use crate::domain::validate::{ValidationRules, validate_labels, validate_spec};
 use crate::proto::registryfacade::ImageSpec;
-use crate::proto::specprovider::v1::spec_admin_client::SpecAdminClient;
 use crate::proto::specprovider::v1::{GetSpecRequest, ListSpecsRequest, PutSpecRequest, SpecView};
 
-use super::client::{ClientArgs, describe_status, status_error};
+use super::client::{AdminClient, ClientArgs, describe_status, status_error};
 use super::output::{OutputFormat, write_json};
 use super::specs::{labels_from, parse_label};
 
@@ -196,7 +194,7 @@ pub(super) async fn import(args: ImportArgs) -> anyhow::Result<ExitCode> {
 /// labels wholesale) and so that "created" and "unchanged" can be told apart; the server decides
 /// whether the spec is the same, since it normalizes specs before comparing.
 async fn import_one(
-    mut admin: SpecAdminClient<Channel>,
+    mut admin: AdminClient,
     id: &str,
     spec: Result<ImageSpec, String>,
     labels: &HashMap<String, String>,

@@ -74,6 +74,8 @@ struct HealthArgs {
     /// Give up after this long (e.g. 500ms, 5s).
     #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
     timeout: Duration,
+    #[command(flatten)]
+    security: client::SecurityArgs,
 }
 
 impl Cli {
@@ -164,14 +166,8 @@ async fn migrate(config: Option<PathBuf>) -> anyhow::Result<ExitCode> {
 
 async fn health(args: HealthArgs) -> anyhow::Result<ExitCode> {
     let check = async {
-        let endpoint = tonic::transport::Endpoint::from_shared(args.addr.clone())
-            .map_err(|e| anyhow::anyhow!("--addr {:?} is not a valid URL: {e}", args.addr))?
-            .connect_timeout(args.timeout);
-        let channel = endpoint
-            .connect()
-            .await
-            .map_err(|e| anyhow::anyhow!("cannot reach {}: {e}", args.addr))?;
-        let response = HealthClient::new(channel)
+        let channel = client::connect_channel(&args.addr, args.timeout, &args.security).await?;
+        let response = HealthClient::with_interceptor(channel, args.security.bearer_token()?)
             .check(HealthCheckRequest {
                 service: args.service.clone(),
             })

@@ -650,7 +650,7 @@ async fn an_unreachable_server_or_a_bad_address_is_said_plainly() {
     let run = run_at("https://127.0.0.1:8080", &["list"], None)
         .await
         .expect_code(1);
-    assert!(run.stderr.contains("must start with http://"), "{run:#?}");
+    assert!(run.stderr.contains("give --ca"), "{run:#?}");
 }
 
 #[tokio::test]

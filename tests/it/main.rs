@@ -25,5 +25,6 @@ mod grpc;
 mod health;
 mod observability;
 mod process;
+mod security;
 mod store;
 mod traces;

@@ -30,6 +30,8 @@ use crate::proto::specprovider::v1::spec_admin_server::SpecAdminServer;
 use crate::store::{self, Store};
 use crate::telemetry::RequestIdLayer;
 
+pub mod limits;
+
 /// Room for a PutSpec request's id, labels and framing on top of the largest accepted spec, so that
 /// an oversized spec gets our clear validation error rather than tonic's size limit.
 const ADMIN_REQUEST_OVERHEAD_BYTES: usize = 256 * 1024;
@@ -211,6 +213,11 @@ impl Application {
         );
         let serve = tonic::transport::Server::builder()
             .tcp_nodelay(true)
+            // Transport limits: what one client, or many, can ask of the server at once.
+            .max_concurrent_streams(settings.server.max_concurrent_streams)
+            .timeout(settings.server.request_timeout)
+            .http2_keepalive_interval(Some(settings.server.http2_keepalive_interval))
+            .http2_keepalive_timeout(Some(settings.server.http2_keepalive_timeout))
             .layer(RequestIdLayer)
             .layer(GrpcMetricsLayer::new(grpc_metrics))
             .add_service(health_service)
@@ -218,7 +225,13 @@ impl Application {
             .add_service(reflection_builder().build_v1alpha()?)
             .add_service(provider)
             .add_service(admin)
-            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), on_shutdown);
+            .serve_with_incoming_shutdown(
+                limits::limit_connections(
+                    TcpListenerStream::new(listener),
+                    settings.server.max_connections,
+                ),
+                on_shutdown,
+            );
 
         let grace = settings.server.shutdown_grace;
         tokio::select! {

@@ -11,6 +11,8 @@ mod fixtures;
 mod gate;
 mod grpc;
 mod health;
+mod hostile;
+mod model;
 mod observability;
 mod pg_cluster;
 mod process;

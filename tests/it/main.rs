@@ -17,3 +17,4 @@ mod observability;
 mod pg_cluster;
 mod process;
 mod store;
+mod transport;

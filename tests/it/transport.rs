@@ -117,7 +117,16 @@ async fn random_bytes_close_the_connection_before_and_after_the_preface() {
         // The server may close before it has read everything: a failed write is fine.
         let _ = stream.write_all(prefix).await;
         let _ = stream.write_all(&garbage).await;
-        read_until_closed(&mut stream).await;
+        let received = read_until_closed(&mut stream).await;
+        if !prefix.is_empty() {
+            // After the preface the server says why it closes: a GOAWAY frame.
+            const GOAWAY: u8 = 0x7;
+            assert!(
+                frame_types(&received).contains(&GOAWAY),
+                "frames received: {:?}",
+                frame_types(&received)
+            );
+        }
     }
     assert_still_answers(&app).await;
 }
@@ -191,7 +200,7 @@ async fn a_peer_that_never_answers_pings_is_disconnected_after_the_keepalive_tim
 }
 
 #[tokio::test]
-async fn oversized_metadata_is_refused_and_the_connection_stays_usable() {
+async fn oversized_metadata_is_refused_with_resource_exhausted_and_the_server_goes_on() {
     let app = app_with(|_| {}).await;
     let mut request = tonic::Request::new(GetImageSpecRequest { id: "ws-1".into() });
     request
@@ -203,7 +212,9 @@ async fn oversized_metadata_is_refused_and_the_connection_stays_usable() {
         .get_image_spec(request)
         .await
         .unwrap_err();
-    assert_ne!(refused.code(), Code::Ok);
+    // The server ends that connection (GOAWAY, ENHANCE_YOUR_CALM): the client sees
+    // RESOURCE_EXHAUSTED, and its channel reconnects for the next RPC.
+    assert_eq!(refused.code(), Code::ResourceExhausted, "{refused:?}");
     assert_still_answers(&app).await;
 }
 

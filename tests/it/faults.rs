@@ -11,7 +11,7 @@ use spec_provider::proto::specprovider::v1::spec_admin_client::SpecAdminClient;
 use spec_provider::proto::specprovider::v1::{
     GetSpecRequest, ListSpecsRequest, PutSpecRequest, SpecView,
 };
-use sqlx::{Connection, PgConnection, SqliteConnection};
+use sqlx::{Connection, PgConnection};
 use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
@@ -128,10 +128,53 @@ async fn a_postgres_stopped_under_load_fails_rpcs_fast_then_recovers_without_a_r
     let cluster = PgCluster::start();
     // Only for the rest of the test settings; the server talks to the private cluster.
     let db = TestDb::new(Backend::Sqlite).await;
-    let settings = settings_on(&cluster, &db);
+    let mut settings = settings_on(&cluster, &db);
+    // Long, so that the put held on a lock below is still running when the server goes away.
+    settings.database.statement_timeout = Duration::from_secs(60);
     let acquire_timeout = settings.database.acquire_timeout;
     let app = start(settings).await;
     app.wait_for_health(ServingStatus::Serving).await;
+    app.admin
+        .clone()
+        .put_spec(put("held-1", full_spec(1)))
+        .await
+        .unwrap();
+
+    // One put is certainly inside PostgreSQL when it stops: held behind a row lock.
+    let mut locker = PgConnection::connect(&cluster.url()).await.unwrap();
+    sqlx::query("BEGIN").execute(&mut locker).await.unwrap();
+    sqlx::query("SELECT id FROM specs WHERE id = 'held-1' FOR UPDATE")
+        .execute(&mut locker)
+        .await
+        .unwrap();
+    let held = tokio::spawn({
+        let mut admin = app.admin.clone();
+        async move {
+            admin
+                .put_spec(PutSpecRequest {
+                    expected_generation: Some(1),
+                    ..put("held-1", full_spec(2))
+                })
+                .await
+        }
+    });
+    let waiting = async {
+        loop {
+            let (waiting,): (i64,) = sqlx::query_as(
+                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'",
+            )
+            .fetch_one(&mut locker)
+            .await
+            .unwrap();
+            if waiting > 0 {
+                return;
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    };
+    tokio::time::timeout(DEADLINE, waiting)
+        .await
+        .expect("the put waited on the lock within the deadline");
 
     let acked = Acked::default();
     let stop = CancellationToken::new();
@@ -149,6 +192,13 @@ async fn a_postgres_stopped_under_load_fails_rpcs_fast_then_recovers_without_a_r
     wait_for_acks(&acked, 20).await;
 
     cluster.stop();
+    // The server ended the session of the held put (SQLSTATE 57P01): UNAVAILABLE, not INTERNAL.
+    let held = tokio::time::timeout(DEADLINE, held)
+        .await
+        .expect("the held put ended within the deadline")
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(held.code(), Code::Unavailable, "{held:?}");
     app.wait_for_health(ServingStatus::NotServing).await;
     // While it is down, an RPC fails with UNAVAILABLE within the acquire timeout (plus the time
     // a loaded machine needs to answer), rather than hanging.
@@ -260,19 +310,23 @@ async fn spec_provider_killed_mid_write_keeps_every_acknowledged_write_on_postgr
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_under_load_completes_accepted_rpcs_refuses_new_connections_and_exits_zero() {
-    let db = TestDb::new(Backend::Sqlite).await;
+    let db = TestDb::new(Backend::Postgres).await;
     let url = db.settings.url.expose().to_owned();
-    let mut server =
-        ServerProcess::start(&url, &[("SPEC_PROVIDER__SERVER__SHUTDOWN_GRACE", "20s")]).await;
+    // Room for every put below to wait on the lock without any other limit cutting in.
+    let env = [
+        ("SPEC_PROVIDER__SERVER__SHUTDOWN_GRACE", "20s"),
+        ("SPEC_PROVIDER__DATABASE__MAX_CONNECTIONS", "20"),
+        ("SPEC_PROVIDER__DATABASE__ACQUIRE_TIMEOUT", "60s"),
+        ("SPEC_PROVIDER__DATABASE__STATEMENT_TIMEOUT", "60s"),
+    ];
+    let mut server = ServerProcess::start(&url, &env).await;
     server.wait_until_serving().await;
 
-    // Holding SQLite's write lock from outside keeps the puts below inside the server, in flight,
-    // for as long as the test wants (up to the 5 s busy timeout).
-    let path = url.strip_prefix("sqlite://").unwrap();
-    let mut blocker = SqliteConnection::connect(&format!("sqlite://{path}"))
-        .await
-        .unwrap();
-    sqlx::query("BEGIN IMMEDIATE")
+    // A table lock held from outside keeps the puts below inside the server, in flight, until
+    // the test lets them go; reads (the health checks) pass.
+    let mut blocker = PgConnection::connect(&url).await.unwrap();
+    sqlx::query("BEGIN").execute(&mut blocker).await.unwrap();
+    sqlx::query("LOCK TABLE specs IN EXCLUSIVE MODE")
         .execute(&mut blocker)
         .await
         .unwrap();

@@ -19,7 +19,7 @@ const BIN: &str = env!("CARGO_BIN_EXE_spec-provider");
 
 /// A running `spec-provider serve`, killed when dropped.
 pub struct ServerProcess {
-    /// The process; `None` once it has been waited for.
+    /// The process (killed when this is dropped).
     pub child: Child,
     /// The gRPC listener.
     pub addr: SocketAddr,

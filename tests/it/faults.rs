@@ -158,12 +158,15 @@ async fn a_postgres_stopped_under_load_fails_rpcs_fast_then_recovers_without_a_r
                 .await
         }
     });
+    // Watched from another session: inside the locker's transaction pg_stat_activity would stay
+    // the snapshot of its first read.
+    let mut observer = PgConnection::connect(&cluster.url()).await.unwrap();
     let waiting = async {
         loop {
             let (waiting,): (i64,) = sqlx::query_as(
                 "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'",
             )
-            .fetch_one(&mut locker)
+            .fetch_one(&mut observer)
             .await
             .unwrap();
             if waiting > 0 {

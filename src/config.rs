@@ -63,6 +63,22 @@ pub struct ServerSettings {
     /// `listen` serves no SpecAdmin: the admin API can then sit on a network that registry
     /// facades cannot reach. Port 0 picks a free port.
     pub admin_listen: Option<SocketAddr>,
+    /// Most HTTP/2 streams (concurrent RPCs) one client connection may have open; more wait in the
+    /// client. Bounds what a single connection can ask of the server at once.
+    pub max_concurrent_streams: u32,
+    /// Longest time one unary RPC may take, from its headers to its answer, reading the request
+    /// included: a client that opens a stream and never sends gets CANCELLED after this long.
+    #[serde(with = "humantime_serde")]
+    pub request_timeout: Duration,
+    /// Most client connections open at once; further connections are accepted and closed at once,
+    /// so that a flood of connections cannot exhaust file descriptors or memory.
+    pub max_connections: usize,
+    /// Time between HTTP/2 pings on an idle connection, to find peers that are gone.
+    #[serde(with = "humantime_serde")]
+    pub http2_keepalive_interval: Duration,
+    /// How long a ping may stay unanswered before the connection is closed.
+    #[serde(with = "humantime_serde")]
+    pub http2_keepalive_timeout: Duration,
 }
 
 impl Default for ServerSettings {
@@ -72,6 +88,11 @@ impl Default for ServerSettings {
             shutdown_grace: Duration::from_secs(10),
             metrics_listen: SocketAddr::from(([127, 0, 0, 1], 9500)),
             admin_listen: None,
+            max_concurrent_streams: 200,
+            request_timeout: Duration::from_secs(30),
+            max_connections: 4096,
+            http2_keepalive_interval: Duration::from_secs(30),
+            http2_keepalive_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -90,6 +111,11 @@ pub struct DatabaseSettings {
     /// UNAVAILABLE: no RPC hangs on a dead database.
     #[serde(with = "humantime_serde")]
     pub acquire_timeout: Duration,
+    /// Longest time one SQL statement may run on PostgreSQL before the database cancels it and
+    /// the RPC fails with UNAVAILABLE (e.g. a row locked by a stuck transaction). SQLite has no
+    /// statement timeout: a write waits at most its busy timeout for the file lock.
+    #[serde(with = "humantime_serde")]
+    pub statement_timeout: Duration,
 }
 
 impl Default for DatabaseSettings {
@@ -99,6 +125,7 @@ impl Default for DatabaseSettings {
             run_migrations: true,
             max_connections: 10,
             acquire_timeout: Duration::from_secs(5),
+            statement_timeout: Duration::from_secs(5),
         }
     }
 }
@@ -450,6 +477,24 @@ impl Settings {
         if self.database.acquire_timeout.is_zero() {
             return invalid("database.acquire_timeout", "must be longer than 0s");
         }
+        if self.database.statement_timeout.as_millis() == 0 {
+            return invalid("database.statement_timeout", "must be at least 1ms");
+        }
+        if self.server.max_concurrent_streams == 0 {
+            return invalid("server.max_concurrent_streams", "must be at least 1");
+        }
+        if self.server.request_timeout.is_zero() {
+            return invalid("server.request_timeout", "must be longer than 0s");
+        }
+        if self.server.max_connections == 0 {
+            return invalid("server.max_connections", "must be at least 1");
+        }
+        if self.server.http2_keepalive_interval.is_zero() {
+            return invalid("server.http2_keepalive_interval", "must be longer than 0s");
+        }
+        if self.server.http2_keepalive_timeout.is_zero() {
+            return invalid("server.http2_keepalive_timeout", "must be longer than 0s");
+        }
         if self.limits.max_spec_bytes == 0 || self.limits.max_spec_bytes > FACADE_MAX_ANSWER_BYTES {
             return invalid(
                 "limits.max_spec_bytes",
@@ -669,6 +714,36 @@ mod tests {
                 "SPEC_PROVIDER__METRICS__REFRESH_INTERVAL",
                 "0s",
                 "metrics.refresh_interval",
+            ),
+            (
+                "SPEC_PROVIDER__DATABASE__STATEMENT_TIMEOUT",
+                "0s",
+                "database.statement_timeout",
+            ),
+            (
+                "SPEC_PROVIDER__SERVER__MAX_CONCURRENT_STREAMS",
+                "0",
+                "server.max_concurrent_streams",
+            ),
+            (
+                "SPEC_PROVIDER__SERVER__REQUEST_TIMEOUT",
+                "0s",
+                "server.request_timeout",
+            ),
+            (
+                "SPEC_PROVIDER__SERVER__MAX_CONNECTIONS",
+                "0",
+                "server.max_connections",
+            ),
+            (
+                "SPEC_PROVIDER__SERVER__HTTP2_KEEPALIVE_INTERVAL",
+                "0s",
+                "server.http2_keepalive_interval",
+            ),
+            (
+                "SPEC_PROVIDER__SERVER__HTTP2_KEEPALIVE_TIMEOUT",
+                "0s",
+                "server.http2_keepalive_timeout",
             ),
         ];
         for (key, value, named) in cases {

@@ -16,7 +16,7 @@ use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
 use crate::api::{AdminService, ApiState, ProviderService};
-use crate::config::{DatabaseSettings, Settings, SweeperSettings};
+use crate::config::{DatabaseSettings, ServerSettings, Settings, SweeperSettings};
 use crate::domain::micros_now;
 use crate::domain::validate::ValidationRules;
 use crate::metrics::grpc::{GrpcMetrics, GrpcMetricsLayer};
@@ -31,6 +31,8 @@ use crate::security::tls::{ReloadingTls, incoming};
 use crate::security::watch_files;
 use crate::store::{self, Store};
 use crate::telemetry::RequestIdLayer;
+
+pub mod limits;
 
 /// Room for a PutSpec request's id, labels and framing on top of the largest accepted spec, so that
 /// an oversized spec gets our clear validation error rather than tonic's size limit.
@@ -251,12 +253,17 @@ impl Application {
         }
         // Both listeners stop accepting when shutdown begins.
         let stop_accepting = CancellationToken::new();
+        // Each listener admits at most `server.max_connections` connections at once (counted once
+        // TLS is established; handshakes in progress are bounded by `tls.handshake_timeout`).
         let accept = |listener| {
-            incoming(
-                listener,
-                tls.clone(),
-                settings.tls.handshake_timeout,
-                stop_accepting.clone(),
+            limits::limit_connections(
+                incoming(
+                    listener,
+                    tls.clone(),
+                    settings.tls.handshake_timeout,
+                    stop_accepting.clone(),
+                ),
+                settings.server.max_connections,
             )
         };
 
@@ -289,7 +296,7 @@ impl Application {
         let (admin, admin_server) = match admin_listener {
             None => (Some(admin), None),
             Some(admin_listener) => {
-                let server = tonic::transport::Server::builder()
+                let server = transport(&settings.server)
                     .layer(RequestIdLayer)
                     .layer(GrpcMetricsLayer::new(grpc_metrics.clone()))
                     .layer(AuthLayer::new(credentials.clone()))
@@ -303,7 +310,7 @@ impl Application {
                 (None, Some(server))
             }
         };
-        let serve_main = tonic::transport::Server::builder()
+        let serve_main = transport(&settings.server)
             .layer(RequestIdLayer)
             .layer(GrpcMetricsLayer::new(grpc_metrics))
             // Inside the metrics layer, so that refused calls are counted with their codes.
@@ -337,6 +344,17 @@ impl Application {
         tracing::info!("stopped");
         Ok(())
     }
+}
+
+/// A gRPC server builder with the transport limits of `[server]`: what one client, or many, can
+/// ask of the server at once.
+fn transport(server: &ServerSettings) -> tonic::transport::Server {
+    tonic::transport::Server::builder()
+        .tcp_nodelay(true)
+        .max_concurrent_streams(server.max_concurrent_streams)
+        .timeout(server.request_timeout)
+        .http2_keepalive_interval(Some(server.http2_keepalive_interval))
+        .http2_keepalive_timeout(Some(server.http2_keepalive_timeout))
 }
 
 /// The reflection service: our two services and health, by an explicit allow-list.

@@ -100,7 +100,8 @@ pub async fn open(settings: &DatabaseSettings) -> Result<Arc<dyn Store>, Error> 
     }
 }
 
-/// Maps a database error: failures to reach the database are UNAVAILABLE, the rest internal.
+/// Maps a database error: failures to reach the database, and statements it gave up on or
+/// could not run for now, are UNAVAILABLE (a retry may succeed); the rest internal.
 pub(crate) fn db_error(err: sqlx::Error) -> Error {
     match err {
         sqlx::Error::PoolTimedOut
@@ -108,8 +109,25 @@ pub(crate) fn db_error(err: sqlx::Error) -> Error {
         | sqlx::Error::Io(_)
         | sqlx::Error::Tls(_)
         | sqlx::Error::WorkerCrashed => Error::Unavailable(err.into()),
+        sqlx::Error::Database(ref db) if db.code().as_deref().is_some_and(is_transient_code) => {
+            Error::Unavailable(err.into())
+        }
         other => Error::Internal(other.into()),
     }
+}
+
+/// Whether a database error code says the statement may succeed when retried later.
+///
+/// PostgreSQL SQLSTATEs: class 08 (the connection failed), 57014 (cancelled, e.g. by
+/// `statement_timeout`), 55P03 (lock not available), 57P01..57P03 (the server is shutting down,
+/// crashed, or is still starting). SQLite result codes: 5 (SQLITE_BUSY: the file stayed locked for
+/// the whole busy timeout) and its extended codes, and 6 (SQLITE_LOCKED).
+fn is_transient_code(code: &str) -> bool {
+    code.starts_with("08")
+        || matches!(
+            code,
+            "57014" | "55P03" | "57P01" | "57P02" | "57P03" | "5" | "6" | "261" | "517" | "773"
+        )
 }
 
 /// Maps a failed migration: a database that cannot be reached is UNAVAILABLE, the rest internal.

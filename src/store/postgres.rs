@@ -45,6 +45,9 @@ macro_rules! columns_without_spec {
 #[derive(Debug, Clone)]
 pub struct PostgresStore {
     pool: PgPool,
+    /// The pool's connection options without `statement_timeout`: a migration (an index built
+    /// on a large table, say) may rightly take longer than any request.
+    migrate_options: PgConnectOptions,
 }
 
 impl PostgresStore {
@@ -59,11 +62,22 @@ impl PostgresStore {
                 )
             })?
             .application_name("spec-provider");
+        let migrate_options = options.clone();
+        let options = options
+            // Set per session, so it holds for every statement of every pooled connection: a
+            // statement stuck behind a lock fails that RPC instead of holding its connection.
+            .options([(
+                "statement_timeout",
+                format!("{}ms", settings.statement_timeout.as_millis()),
+            )]);
         let pool = PgPoolOptions::new()
             .max_connections(settings.max_connections)
             .acquire_timeout(settings.acquire_timeout)
             .connect_lazy_with(options);
-        Ok(Self { pool })
+        Ok(Self {
+            pool,
+            migrate_options,
+        })
     }
 
     /// One attempt at a put; `Ok(None)` when a concurrent creator inserted the row first.
@@ -106,10 +120,18 @@ impl Store for PostgresStore {
     }
 
     async fn migrate(&self) -> Result<(), Error> {
-        sqlx::migrate!("./migrations/postgres")
-            .run(&self.pool)
+        // A pool of one rather than a bare connection: the migrator takes a pool here (a
+        // connection would not satisfy the async trait's lifetime bounds), with its timeout.
+        let pool = PgPoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(self.pool.options().get_acquire_timeout())
+            .connect_lazy_with(self.migrate_options.clone());
+        let migrated = sqlx::migrate!("./migrations/postgres")
+            .run(&pool)
             .await
-            .map_err(migrate_error)
+            .map_err(migrate_error);
+        pool.close().await;
+        migrated
     }
 
     async fn ping(&self) -> Result<(), Error> {

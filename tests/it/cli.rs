@@ -1,10 +1,19 @@
 //! The `spec-provider` binary itself: serve, migrate, health, and its exit codes.
 
-use std::time::Duration;
+use std::process::Command;
 
-use crate::app::spawn_app;
+use crate::app::{DEADLINE, spawn_app};
 use crate::db::Backend;
-use crate::process::{ServerProcess, spec_provider};
+use crate::process::ServerProcess;
+
+/// The binary with a clean environment: no settings leak in from the developer's shell.
+fn spec_provider() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_spec-provider"));
+    command
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default());
+    command
+}
 
 // Multi-threaded: the server keeps answering while this thread waits for the child process.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -89,25 +98,21 @@ fn migrate_creates_the_sqlite_schema() {
     assert_eq!(output.status.code(), Some(0), "{output:?}");
 }
 
-#[test]
-fn serve_with_no_subcommand_answers_health_and_exits_zero_on_sigterm() {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_with_no_subcommand_answers_health_and_exits_zero_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
-    let mut server = ServerProcess::start(dir.path(), &[]);
-    let addr = format!("http://{}", server.addr);
+    let url = format!("sqlite://{}", dir.path().join("specs.db").display());
+    let mut server = ServerProcess::start(&url, &[]).await;
+    server.wait_until_serving().await;
 
-    // `health` is what a container probe runs; poll it, with a deadline, until SERVING.
-    let serving = (0..200).any(|_| {
-        let ok = spec_provider()
-            .args(["health", "--addr", &addr])
-            .output()
-            .unwrap()
-            .status
-            .success();
-        if !ok {
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        ok
-    });
-    assert!(serving, "the server became SERVING");
-    assert_eq!(server.terminate().code(), Some(0));
+    // `health` is what a container probe runs.
+    let output = spec_provider()
+        .args(["health", "--addr", &format!("http://{}", server.addr)])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(0), "{output:?}");
+    assert_eq!(String::from_utf8_lossy(&output.stdout).trim(), "SERVING");
+
+    server.terminate();
+    assert_eq!(server.wait_for_exit(DEADLINE).await, Some(0));
 }

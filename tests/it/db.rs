@@ -59,6 +59,7 @@ impl TestDb {
                 max_connections: MAX_CONNECTIONS,
                 // Generous: a loaded CI machine must not turn a slow test into a failing one.
                 acquire_timeout: Duration::from_secs(30),
+                ..DatabaseSettings::default()
             },
             _sqlite_dir: sqlite_dir,
             _postgres_database: postgres_database,

@@ -371,8 +371,9 @@ async fn request_ids_are_echoed_and_made_when_absent() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn json_log_lines_carry_the_request_id_method_code_and_latency() {
     let dir = tempfile::tempdir().unwrap();
-    let server = ServerProcess::start(dir.path(), &[]);
-    server.wait_serving().await;
+    let url = format!("sqlite://{}", dir.path().join("specs.db").display());
+    let mut server = ServerProcess::start(&url, &[]).await;
+    server.wait_until_serving().await;
     let mut admin = SpecAdminClient::new(server.channel().await);
 
     let mut request = tonic::Request::new(put("ws-logged", minimal_spec(1)));
@@ -387,9 +388,11 @@ async fn json_log_lines_carry_the_request_id_method_code_and_latency() {
     admin.put_spec(request).await.unwrap_err();
 
     for (request_id, code) in [("req-log-1", "OK"), ("req-log-2", "InvalidArgument")] {
-        let event = server.next_event(request_id, |e| {
-            e["message"] == "rpc" && e["span"]["request_id"] == request_id
-        });
+        let event = server
+            .next_event(request_id, |e| {
+                e["message"] == "rpc" && e["span"]["request_id"] == request_id
+            })
+            .await;
         assert_eq!(
             event["method"], "specprovider.v1.SpecAdmin/PutSpec",
             "{event}"

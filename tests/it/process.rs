@@ -1,158 +1,192 @@
-//! The real `spec-provider` binary as a child process: started on ports 0 with JSON logs, its
-//! address read from the log line that announces it, stopped with a signal.
+//! The real `spec-provider` binary as a child process, for the tests that kill or signal it.
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::path::Path;
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::mpsc::Receiver;
-use std::time::{Duration, Instant};
+use std::process::Stdio;
+use std::time::Duration;
 
+use spec_provider::proto::specprovider::v1::spec_admin_client::SpecAdminClient;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+use tokio::sync::mpsc;
+use tonic::transport::Channel;
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 
 use crate::app::DEADLINE;
 
-/// The binary with a clean environment: no settings leak in from the developer's shell.
-pub fn spec_provider() -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_spec-provider"));
-    command
-        .env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default());
-    command
-}
+const BIN: &str = env!("CARGO_BIN_EXE_spec-provider");
 
-/// A running server process; killed and reaped when dropped.
+/// A running `spec-provider serve`, killed when dropped.
 pub struct ServerProcess {
-    child: Child,
-    /// The gRPC listener's address.
+    /// The process (killed when this is dropped).
+    pub child: Child,
+    /// The gRPC listener.
     pub addr: SocketAddr,
-    events: Receiver<serde_json::Value>,
+    /// The metrics listener.
+    pub metrics_addr: SocketAddr,
+    /// Every further JSON log line.
+    pub log: mpsc::UnboundedReceiver<serde_json::Value>,
 }
 
 impl ServerProcess {
-    /// Serves an SQLite database in `dir` on ports 0, with `env` on top of that, and returns once
-    /// the server announced its address (it may not be SERVING yet).
-    pub fn start(dir: &Path, env: &[(&str, &str)]) -> Self {
-        let mut command = spec_provider();
+    /// Starts the binary on `database_url` with port 0 listeners, JSON logs and the extra
+    /// `SPEC_PROVIDER__…` variables in `env`; returns once it announced its addresses.
+    pub async fn start(database_url: &str, env: &[(&str, &str)]) -> ServerProcess {
+        let mut command = Command::new(BIN);
         command
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
             .env("SPEC_PROVIDER__SERVER__LISTEN", "127.0.0.1:0")
             .env("SPEC_PROVIDER__SERVER__METRICS_LISTEN", "127.0.0.1:0")
-            .env(
-                "SPEC_PROVIDER__DATABASE__URL",
-                format!("sqlite://{}", dir.join("specs.db").display()),
-            )
-            .env("SPEC_PROVIDER__LOG__FORMAT", "json");
-        for (key, value) in env {
-            command.env(key, value);
-        }
-        let mut child = command
+            .env("SPEC_PROVIDER__DATABASE__URL", database_url)
+            .env("SPEC_PROVIDER__HEALTH__CHECK_INTERVAL", "100ms")
+            .env("SPEC_PROVIDER__LOG__FORMAT", "json")
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
-            .spawn()
-            .expect("starting spec-provider");
-        // A thread reads the log to its end, so the child never blocks on a full pipe.
-        let (events_tx, events) = std::sync::mpsc::channel();
-        let stdout = child.stdout.take().expect("piped stdout");
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { return };
-                if let Ok(event) = serde_json::from_str(&line)
-                    && events_tx.send(event).is_err()
-                {
-                    return;
+            .kill_on_drop(true);
+        let mut child = command.spawn().expect("starting spec-provider");
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let announce = async {
+            loop {
+                let line = lines
+                    .next_line()
+                    .await
+                    .unwrap()
+                    .expect("spec-provider exited before announcing its address");
+                let event: serde_json::Value = serde_json::from_str(&line).expect("json log lines");
+                if event["message"] == "spec-provider listening" {
+                    let addr = |key: &str| event[key].as_str().unwrap().parse().unwrap();
+                    return (addr("local_addr"), addr("metrics_addr"));
                 }
             }
-        });
-        let mut process = Self {
-            child,
-            addr: SocketAddr::from(([0, 0, 0, 0], 0)),
-            events,
         };
-        let listening = process.next_event("spec-provider listening", |e| {
-            e["message"] == "spec-provider listening"
-        });
-        process.addr = listening["local_addr"]
-            .as_str()
-            .expect("local_addr in the listening line")
-            .parse()
-            .expect("a socket address");
-        process
-    }
-
-    /// The next JSON log line for which `matches` holds; fails after [`DEADLINE`].
-    pub fn next_event(
-        &self,
-        what: &str,
-        matches: impl Fn(&serde_json::Value) -> bool,
-    ) -> serde_json::Value {
-        let deadline = Instant::now() + DEADLINE;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let event = self
-                .events
-                .recv_timeout(left)
-                .unwrap_or_else(|_| panic!("no log line {what} within {DEADLINE:?}"));
-            if matches(&event) {
-                return event;
+        let (addr, metrics_addr) = tokio::time::timeout(DEADLINE, announce)
+            .await
+            .expect("spec-provider announced its address within the deadline");
+        // Keeps reading, so that the child never blocks on a full pipe.
+        let (tx, log) = mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            while let Ok(Some(line)) = lines.next_line().await {
+                let _ = tx.send(serde_json::from_str(&line).unwrap_or_default());
             }
+        });
+        ServerProcess {
+            child,
+            addr,
+            metrics_addr,
+            log,
         }
     }
 
-    /// A channel to the server.
-    pub async fn channel(&self) -> tonic::transport::Channel {
-        tonic::transport::Channel::from_shared(format!("http://{}", self.addr))
+    /// A new channel to the gRPC listener.
+    pub async fn channel(&self) -> Channel {
+        Channel::from_shared(format!("http://{}", self.addr))
             .unwrap()
             .connect()
             .await
             .expect("connecting to spec-provider")
     }
 
-    /// Waits on the health Watch stream, with a deadline, until the server is SERVING.
-    pub async fn wait_serving(&self) {
-        let mut watch = HealthClient::new(self.channel().await)
-            .watch(HealthCheckRequest::default())
-            .await
-            .expect("health watch")
-            .into_inner();
-        let serving = async {
-            while let Some(message) = watch.message().await.expect("health watch message") {
+    /// An admin client with no message size limits of its own.
+    pub async fn admin(&self) -> SpecAdminClient<Channel> {
+        SpecAdminClient::new(self.channel().await).max_decoding_message_size(usize::MAX)
+    }
+
+    /// Waits, on the health Watch stream, until the server is SERVING.
+    pub async fn wait_until_serving(&self) {
+        let mut health = HealthClient::new(self.channel().await);
+        let wait = async {
+            let mut stream = health
+                .watch(HealthCheckRequest::default())
+                .await
+                .unwrap()
+                .into_inner();
+            while let Some(message) = stream.message().await.unwrap() {
                 if message.status() == ServingStatus::Serving {
                     return;
                 }
             }
-            panic!("the health watch ended before SERVING");
         };
-        tokio::time::timeout(DEADLINE, serving)
+        tokio::time::timeout(DEADLINE, wait)
             .await
-            .expect("SERVING within the deadline");
+            .expect("spec-provider became SERVING within the deadline");
     }
 
-    /// Sends SIGTERM and waits, with a deadline, for the process to exit.
-    pub fn terminate(&mut self) -> ExitStatus {
-        let sent = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .expect("running kill");
-        assert!(sent.success(), "kill -TERM failed");
-        let deadline = Instant::now() + DEADLINE;
-        loop {
-            if let Some(status) = self.child.try_wait().expect("waiting for spec-provider") {
-                return status;
+    /// Waits until a log line with this message is written.
+    pub async fn wait_for_log(&mut self, message: &str) {
+        self.next_event(message, |event| event["message"] == message)
+            .await;
+    }
+
+    /// Waits, with a deadline, for the next JSON log line for which `matches` holds.
+    pub async fn next_event(
+        &mut self,
+        what: &str,
+        matches: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        let wait = async {
+            while let Some(event) = self.log.recv().await {
+                if matches(&event) {
+                    return event;
+                }
             }
-            assert!(
-                Instant::now() < deadline,
-                "spec-provider did not exit within {DEADLINE:?} of SIGTERM"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+            panic!("spec-provider exited without logging {what:?}");
+        };
+        tokio::time::timeout(DEADLINE, wait)
+            .await
+            .unwrap_or_else(|_| panic!("no log line {what:?} within the deadline"))
+    }
+
+    /// Sends SIGTERM.
+    pub fn terminate(&self) {
+        let pid = self.child.id().expect("the process is running");
+        let sent = std::process::Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()
+            .unwrap();
+        assert!(sent.success());
+    }
+
+    /// Waits for the process to exit within `deadline`; returns its exit code.
+    pub async fn wait_for_exit(&mut self, deadline: Duration) -> Option<i32> {
+        tokio::time::timeout(deadline, self.child.wait())
+            .await
+            .unwrap_or_else(|_| panic!("spec-provider did not exit within {deadline:?}"))
+            .unwrap()
+            .code()
+    }
+
+    /// Kills the process with SIGKILL and waits until it is gone.
+    pub async fn kill(&mut self) {
+        self.child.kill().await.expect("killing spec-provider");
     }
 }
 
-impl Drop for ServerProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// Fetches `path` from an HTTP/1.1 listener; returns the body.
+pub async fn http_get(addr: SocketAddr, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream
+        .write_all(
+            format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .await
+        .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.unwrap();
+    response
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_owned())
+        .unwrap_or_default()
+}
+
+/// The sum of the samples of `metric` whose labels include `label` (e.g.
+/// `grpc_method="PutSpec"`), in a Prometheus text exposition.
+pub fn metric_sum(text: &str, metric: &str, label: &str) -> f64 {
+    text.lines()
+        .filter(|line| line.starts_with(&format!("{metric}{{")) && line.contains(label))
+        .filter_map(|line| line.rsplit_once(' ')?.1.parse::<f64>().ok())
+        .sum()
 }

@@ -52,12 +52,14 @@ async fn rpcs_are_exported_as_server_spans_with_their_request_id() {
     );
 
     let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("specs.db").display());
     let endpoint = format!("http://{collector_addr}");
     let mut server = ServerProcess::start(
-        dir.path(),
+        &url,
         &[("SPEC_PROVIDER__TRACING__OTLP_ENDPOINT", endpoint.as_str())],
-    );
-    server.wait_serving().await;
+    )
+    .await;
+    server.wait_until_serving().await;
     let mut request = tonic::Request::new(GetImageSpecRequest {
         id: "traced-id".into(),
     });
@@ -71,10 +73,8 @@ async fn rpcs_are_exported_as_server_spans_with_their_request_id() {
     assert_eq!(status.code(), tonic::Code::NotFound);
 
     // Shutting down flushes the batch the span is in.
-    let status = tokio::task::spawn_blocking(move || server.terminate())
-        .await
-        .unwrap();
-    assert_eq!(status.code(), Some(0));
+    server.terminate();
+    assert_eq!(server.wait_for_exit(DEADLINE).await, Some(0));
 
     let found = tokio::time::timeout(DEADLINE, async {
         while let Some(export) = exports.recv().await {

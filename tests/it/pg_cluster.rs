@@ -1,0 +1,185 @@
+//! A PostgreSQL server of a test's own, made with `initdb` in a temporary directory and run with
+//! `pg_ctl` on a spare port, so that the test can stop it, kill it and start it again without
+//! disturbing the shared server other tests use. It is stopped when dropped.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// Where Debian's `postgresql` package puts the server binaries; `PG_BIN_DIR` overrides it.
+const DEFAULT_BIN_DIR: &str = "/usr/lib/postgresql/15/bin";
+
+/// A private PostgreSQL server.
+pub struct PgCluster {
+    dir: tempfile::TempDir,
+    bin: PathBuf,
+    /// The port it listens on, on 127.0.0.1.
+    pub port: u16,
+    /// `initdb` and `postgres` refuse to run as root: then they run as `postgres`.
+    as_postgres: bool,
+}
+
+impl PgCluster {
+    /// Creates and starts a server; it accepts connections when this returns.
+    pub fn start() -> PgCluster {
+        let bin = PathBuf::from(
+            std::env::var("PG_BIN_DIR").unwrap_or_else(|_| DEFAULT_BIN_DIR.to_owned()),
+        );
+        assert!(
+            bin.join("initdb").is_file(),
+            "the fault tests need the PostgreSQL server binaries in {} (Debian: apt-get install \
+             postgresql; or set PG_BIN_DIR)",
+            bin.display()
+        );
+        let as_postgres = is_root();
+        let dir = tempfile::tempdir().expect("creating a temporary directory");
+        if as_postgres {
+            run(Command::new("chown")
+                .arg("postgres:postgres")
+                .arg(dir.path()));
+        }
+        // A port nothing listens on now; the server binds it a moment later.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let cluster = PgCluster {
+            dir,
+            bin,
+            port,
+            as_postgres,
+        };
+        run(cluster
+            .command("initdb")
+            .args(["--auth=trust", "--username=postgres", "--no-sync", "-D"])
+            .arg(cluster.data_dir()));
+        cluster.start_again();
+        cluster
+    }
+
+    /// The URL of its `postgres` database.
+    pub fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+
+    /// Starts the stopped (or killed) server, which recovers from its WAL first; returns when it
+    /// accepts connections.
+    pub fn start_again(&self) {
+        let options = format!(
+            "-p {} -c listen_addresses=127.0.0.1 -k {}",
+            self.port,
+            self.dir.path().display()
+        );
+        run(self
+            .command("pg_ctl")
+            .args(["start", "--wait", "--timeout=60", "-D"])
+            .arg(self.data_dir())
+            .arg("-l")
+            .arg(self.dir.path().join("log"))
+            .args(["-o", &options]));
+    }
+
+    /// Stops the server the way an administrator does (`pg_ctl stop -m fast`): sessions are
+    /// ended, in-flight transactions rolled back.
+    pub fn stop(&self) {
+        run(self
+            .command("pg_ctl")
+            .args(["stop", "--wait", "-m", "fast", "-D"])
+            .arg(self.data_dir()));
+    }
+
+    /// Kills the postmaster and every backend with SIGKILL at once, as a crash would; the next
+    /// start recovers from the WAL.
+    pub fn kill(&self) {
+        let pid_file = std::fs::read_to_string(self.data_dir().join("postmaster.pid"))
+            .expect("the server is running");
+        let postmaster: u32 = pid_file.lines().next().unwrap().trim().parse().unwrap();
+        let mut pids = children_of(postmaster);
+        pids.push(postmaster);
+        let mut kill = Command::new("kill");
+        kill.arg("-KILL");
+        for pid in &pids {
+            kill.arg(pid.to_string());
+        }
+        // A backend may have exited on its own in between: only the postmaster must be hit.
+        let _ = kill.status();
+        let gone = (0..500).any(|_| {
+            if Path::new(&format!("/proc/{postmaster}")).exists() {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+                false
+            } else {
+                true
+            }
+        });
+        assert!(gone, "the postmaster {postmaster} survived SIGKILL");
+    }
+
+    fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    fn command(&self, program: &str) -> Command {
+        let path = self.bin.join(program);
+        if self.as_postgres {
+            let mut command = Command::new("runuser");
+            command.args(["-u", "postgres", "--"]).arg(path);
+            command
+        } else {
+            Command::new(path)
+        }
+    }
+}
+
+impl Drop for PgCluster {
+    fn drop(&mut self) {
+        // Immediate: nothing in a test's throwaway cluster needs a clean shutdown. It fails
+        // harmlessly when the server is already stopped.
+        let _ = self
+            .command("pg_ctl")
+            .args(["stop", "--wait", "-m", "immediate", "-D"])
+            .arg(self.data_dir())
+            .output();
+    }
+}
+
+fn is_root() -> bool {
+    let output = Command::new("id")
+        .arg("-u")
+        .output()
+        .expect("running id -u");
+    String::from_utf8_lossy(&output.stdout).trim() == "0"
+}
+
+fn run(command: &mut Command) {
+    let output = command
+        .output()
+        .unwrap_or_else(|err| panic!("running {command:?}: {err}"));
+    assert!(
+        output.status.success(),
+        "{command:?} failed: {}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// The processes whose parent is `parent`, from `/proc`.
+fn children_of(parent: u32) -> Vec<u32> {
+    let mut children = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        // `pid (comm) state ppid ...`; comm may hold spaces and parentheses.
+        let Some((_, after_comm)) = stat.rsplit_once(')') else {
+            continue;
+        };
+        let ppid = after_comm.split_whitespace().nth(1);
+        if ppid.and_then(|p| p.parse::<u32>().ok()) == Some(parent) {
+            children.push(pid);
+        }
+    }
+    children
+}

@@ -1,0 +1,309 @@
+//! Transport abuse against a running server: wrong protocols, garbage, streams that never send,
+//! peers that never answer, oversized metadata and messages, floods of connections. Each gets a
+//! clean error or a closed connection, and the server keeps answering everyone else.
+
+use std::time::{Duration, Instant};
+
+use spec_provider::proto::registryfacade::GetImageSpecRequest;
+use spec_provider::proto::registryfacade::spec_provider_client::SpecProviderClient;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tonic::Code;
+use tonic::transport::Channel;
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
+
+use crate::app::{DEADLINE, TestApp, spawn_app_with};
+use crate::db::Backend;
+use crate::fixtures::{full_spec, put};
+
+/// The HTTP/2 connection preface a client starts with, and an empty SETTINGS frame.
+const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00";
+
+/// The server answers on a new connection and on its existing one, and still has its data.
+async fn assert_still_answers(app: &TestApp) {
+    let channel = Channel::from_shared(format!("http://{}", app.addr))
+        .unwrap()
+        .connect()
+        .await
+        .expect("a new connection");
+    let status = HealthClient::new(channel)
+        .check(HealthCheckRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .status();
+    assert_eq!(status, ServingStatus::Serving);
+    let spec = app
+        .provider
+        .clone()
+        .get_image_spec(GetImageSpecRequest { id: "ws-1".into() })
+        .await
+        .unwrap()
+        .into_inner()
+        .spec;
+    assert_eq!(spec, Some(full_spec(1)));
+}
+
+/// A server on SQLite holding `ws-1`, with `customize` applied to its settings.
+async fn app_with(customize: impl FnOnce(&mut spec_provider::config::Settings)) -> TestApp {
+    let app = spawn_app_with(Backend::Sqlite, customize).await;
+    app.admin
+        .clone()
+        .put_spec(put("ws-1", full_spec(1)))
+        .await
+        .unwrap();
+    app
+}
+
+/// Reads until the server closes the connection (or resets it); returns what it sent.
+async fn read_until_closed(stream: &mut TcpStream) -> Vec<u8> {
+    let mut received = Vec::new();
+    let read = async {
+        let mut buf = [0; 4096];
+        loop {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => received.extend_from_slice(&buf[..n]),
+            }
+        }
+    };
+    tokio::time::timeout(DEADLINE, read)
+        .await
+        .expect("the server closed the connection within the deadline");
+    received
+}
+
+/// The types of the HTTP/2 frames in `bytes` (after no preface: the server sends none).
+fn frame_types(bytes: &[u8]) -> Vec<u8> {
+    let mut types = Vec::new();
+    let mut rest = bytes;
+    while rest.len() >= 9 {
+        let length = usize::from(rest[0]) << 16 | usize::from(rest[1]) << 8 | usize::from(rest[2]);
+        types.push(rest[3]);
+        rest = &rest[(9 + length).min(rest.len())..];
+    }
+    types
+}
+
+#[tokio::test]
+async fn an_http1_request_gets_no_answer_but_a_closed_connection() {
+    let app = app_with(|_| {}).await;
+    let mut stream = TcpStream::connect(app.addr).await.unwrap();
+    stream
+        .write_all(b"GET /registryfacade.SpecProvider/GetImageSpec HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let received = read_until_closed(&mut stream).await;
+    let text = String::from_utf8_lossy(&received);
+    assert!(!text.contains("HTTP/1.1 200"), "{text}");
+    assert_still_answers(&app).await;
+}
+
+#[tokio::test]
+async fn random_bytes_close_the_connection_before_and_after_the_preface() {
+    let app = app_with(|_| {}).await;
+    // Deterministic garbage: a hash chain.
+    let garbage: Vec<u8> = (0u32..2048)
+        .flat_map(|i| {
+            use sha2::Digest;
+            sha2::Sha256::digest(i.to_be_bytes()).to_vec()
+        })
+        .collect();
+    for prefix in [&b""[..], PREFACE] {
+        let mut stream = TcpStream::connect(app.addr).await.unwrap();
+        // The server may close before it has read everything: a failed write is fine.
+        let _ = stream.write_all(prefix).await;
+        let _ = stream.write_all(&garbage).await;
+        let received = read_until_closed(&mut stream).await;
+        if !prefix.is_empty() {
+            // After the preface the server says why it closes: a GOAWAY frame.
+            const GOAWAY: u8 = 0x7;
+            assert!(
+                frame_types(&received).contains(&GOAWAY),
+                "frames received: {:?}",
+                frame_types(&received)
+            );
+        }
+    }
+    assert_still_answers(&app).await;
+}
+
+#[tokio::test]
+async fn a_stream_that_never_sends_its_request_is_cancelled_after_the_request_timeout() {
+    let request_timeout = Duration::from_millis(500);
+    let app = app_with(|settings| {
+        settings.server.request_timeout = request_timeout;
+        settings.server.max_concurrent_streams = 7;
+    })
+    .await;
+    let tcp = TcpStream::connect(app.addr).await.unwrap();
+    let (client, connection) = h2::client::handshake(tcp).await.unwrap();
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    let mut client = client.ready().await.unwrap();
+    let request = http::Request::builder()
+        .method("POST")
+        .uri(format!(
+            "http://{}/specprovider.v1.SpecAdmin/PutSpec",
+            app.addr
+        ))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(())
+        .unwrap();
+    let started = Instant::now();
+    // The request body stays open and empty: the client never sends its message.
+    let (response, _never_sent) = client.send_request(request, false).unwrap();
+    let response = tokio::time::timeout(DEADLINE, response)
+        .await
+        .expect("the server answered within the deadline")
+        .unwrap();
+    let took = started.elapsed();
+    let (parts, mut body) = response.into_parts();
+    let grpc_status = match parts.headers.get("grpc-status") {
+        Some(status) => status.clone(),
+        None => {
+            while body.data().await.is_some() {}
+            body.trailers().await.unwrap().unwrap()["grpc-status"].clone()
+        }
+    };
+    assert_eq!(grpc_status, (Code::Cancelled as i32).to_string().as_str());
+    assert!(took >= request_timeout, "{took:?}");
+    assert!(took < request_timeout + Duration::from_secs(5), "{took:?}");
+    // The setting reached the client in the server's SETTINGS.
+    assert_eq!(client.current_max_send_streams(), 7);
+    assert_still_answers(&app).await;
+}
+
+#[tokio::test]
+async fn a_peer_that_never_answers_pings_is_disconnected_after_the_keepalive_timeout() {
+    let app = app_with(|settings| {
+        settings.server.http2_keepalive_interval = Duration::from_millis(200);
+        settings.server.http2_keepalive_timeout = Duration::from_millis(200);
+    })
+    .await;
+    let mut stream = TcpStream::connect(app.addr).await.unwrap();
+    stream.write_all(PREFACE).await.unwrap();
+    // From here on the peer reads but never writes: no SETTINGS ack, no PING ack.
+    let received = read_until_closed(&mut stream).await;
+    const PING: u8 = 0x6;
+    assert!(
+        frame_types(&received).contains(&PING),
+        "frames received: {:?}",
+        frame_types(&received)
+    );
+    assert_still_answers(&app).await;
+}
+
+#[tokio::test]
+async fn oversized_metadata_is_refused_with_resource_exhausted_and_the_server_goes_on() {
+    let app = app_with(|_| {}).await;
+    let mut request = tonic::Request::new(GetImageSpecRequest { id: "ws-1".into() });
+    request
+        .metadata_mut()
+        .insert("x-padding", "a".repeat(64 * 1024).parse().unwrap());
+    let refused = app
+        .provider
+        .clone()
+        .get_image_spec(request)
+        .await
+        .unwrap_err();
+    // The server ends that connection (GOAWAY, ENHANCE_YOUR_CALM): the client sees
+    // RESOURCE_EXHAUSTED, and its channel reconnects for the next RPC.
+    assert_eq!(refused.code(), Code::ResourceExhausted, "{refused:?}");
+    assert_still_answers(&app).await;
+}
+
+#[tokio::test]
+async fn a_message_over_the_size_limit_is_out_of_range() {
+    let app = app_with(|_| {}).await;
+    // GetImageSpec keeps tonic's 4 MiB limit: its request is an id.
+    let mut provider =
+        SpecProviderClient::new(app.channel.clone()).max_encoding_message_size(usize::MAX);
+    let refused = provider
+        .get_image_spec(GetImageSpecRequest {
+            id: "a".repeat(5 * 1024 * 1024),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::OutOfRange, "{refused:?}");
+    assert_still_answers(&app).await;
+}
+
+/// Whether the server serves `stream`: it sends its HTTP/2 SETTINGS at once on a connection it
+/// serves, and closes the others, so every connection shows which within the deadline.
+async fn is_served(stream: &mut TcpStream) -> bool {
+    let mut byte = [0; 1];
+    match tokio::time::timeout(DEADLINE, stream.read(&mut byte)).await {
+        Ok(Ok(0) | Err(_)) => false,
+        Ok(Ok(_)) => true,
+        Err(_) => panic!("a connection was neither served nor closed within {DEADLINE:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thousands_of_connections_are_bounded_by_max_connections() {
+    const MAX: usize = 64;
+    const FLOOD: usize = 2000;
+    // Under any listen backlog a Linux host is likely to have (somaxconn is at least 128).
+    const BATCH: usize = 100;
+    let app = app_with(|settings| settings.server.max_connections = MAX).await;
+
+    // All kept open at once, opened a batch at a time, each batch seen by the server before the
+    // next: a loaded server must not let the kernel's accept queue overflow, which would leave
+    // connections that the server never saw.
+    let mut flood = Vec::with_capacity(FLOOD);
+    let mut served = 0;
+    while flood.len() < FLOOD {
+        let batch = futures::future::join_all((0..BATCH).map(|_| TcpStream::connect(app.addr)));
+        let mut batch: Vec<_> = batch
+            .await
+            .into_iter()
+            .map(|stream| stream.expect("the kernel accepts the connection"))
+            .collect();
+        let seen = futures::future::join_all(batch.iter_mut().map(is_served)).await;
+        served += seen.iter().filter(|served| **served).count();
+        flood.append(&mut batch);
+    }
+    // The test's own channel holds the remaining permit.
+    assert_eq!(served, MAX - 1);
+
+    // The existing connection is served throughout.
+    let spec = app
+        .provider
+        .clone()
+        .get_image_spec(GetImageSpecRequest { id: "ws-1".into() })
+        .await
+        .unwrap()
+        .into_inner()
+        .spec;
+    assert_eq!(spec, Some(full_spec(1)));
+
+    // Once the flood is gone, new connections are served again (the server notices the closed
+    // connections asynchronously, hence the bounded retry).
+    drop(flood);
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let channel = Channel::from_shared(format!("http://{}", app.addr))
+            .unwrap()
+            .connect()
+            .await;
+        if let Ok(channel) = channel
+            && HealthClient::new(channel)
+                .check(HealthCheckRequest::default())
+                .await
+                .is_ok()
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no new connection was served after the flood"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_still_answers(&app).await;
+}

@@ -70,8 +70,9 @@ pub struct ServerSettings {
     /// included: a client that opens a stream and never sends gets CANCELLED after this long.
     #[serde(with = "humantime_serde")]
     pub request_timeout: Duration,
-    /// Most client connections open at once; further connections are accepted and closed at once,
-    /// so that a flood of connections cannot exhaust file descriptors or memory.
+    /// Most client connections open at once on each listener (counted once TLS is established);
+    /// further connections are accepted and closed at once, so that a flood of connections cannot
+    /// exhaust file descriptors or memory.
     pub max_connections: usize,
     /// Time between HTTP/2 pings on an idle connection, to find peers that are gone.
     #[serde(with = "humantime_serde")]

@@ -17,6 +17,7 @@ use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
 use crate::api::{AdminService, ApiState, ProviderService};
+use crate::cache::{self, SpecCache};
 use crate::config::{DatabaseSettings, Settings, SweeperSettings};
 use crate::domain::micros_now;
 use crate::domain::validate::ValidationRules;
@@ -68,6 +69,7 @@ pub struct Application {
     store: Arc<dyn Store>,
     metrics: Arc<Metrics>,
     grpc_metrics: Arc<GrpcMetrics>,
+    cache: SpecCache,
 }
 
 impl Application {
@@ -90,6 +92,13 @@ impl Application {
         )
         .context("setting up the gRPC metrics")?;
         let store: Arc<dyn Store> = Arc::new(InstrumentedStore::new(store, metrics.store.clone()));
+        let cache = SpecCache::new(
+            &settings.cache,
+            store.backend() == "postgres",
+            &metrics.cache,
+            metrics.registry(),
+        )
+        .context("setting up the read cache")?;
 
         let listener = TcpListener::bind(settings.server.listen)
             .await
@@ -113,6 +122,7 @@ impl Application {
             store,
             metrics: Arc::new(metrics),
             grpc_metrics: Arc::new(grpc_metrics),
+            cache,
         })
     }
 
@@ -141,6 +151,7 @@ impl Application {
             store,
             metrics,
             grpc_metrics,
+            cache,
         } = self;
         let (reporter, health_service) = tonic_health::server::health_reporter();
         let readiness = Readiness::default();
@@ -159,8 +170,17 @@ impl Application {
             allow_http_urls: settings.validation.allow_http_urls,
             max_spec_bytes: settings.limits.max_spec_bytes,
         };
-        let state = ApiState::new(store.clone(), rules);
+        let state = ApiState::new(store.clone(), rules).with_cache(cache.clone());
         let background = CancellationToken::new();
+        // With PostgreSQL other replicas write too: hear their changes (see `crate::cache`).
+        let cache_listener = (settings.cache.enabled && store.backend() == "postgres").then(|| {
+            tokio::spawn(cache::listener::run(
+                settings.database.clone(),
+                cache,
+                metrics.cache.notifications.clone(),
+                background.clone(),
+            ))
+        });
         let watcher = tokio::spawn(watch_database(
             store.clone(),
             state.clone(),
@@ -230,6 +250,9 @@ impl Application {
         watcher.abort();
         sweeper.abort();
         counter.abort();
+        if let Some(cache_listener) = cache_listener {
+            cache_listener.abort();
+        }
         // Kept up through the drain, so that probes and scrapes see it; nothing is owed to them
         // once the gRPC server is gone.
         metrics_server.abort();

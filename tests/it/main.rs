@@ -2,6 +2,7 @@
 //! gRPC tests against a real server on port 0.
 
 mod app;
+mod cache;
 mod cli;
 mod cli_client;
 mod db;

@@ -20,12 +20,16 @@
 //! found" hiding a spec just created. So every invalidation bumps an epoch, a fill remembers the
 //! epoch from before its read, and the fill is dropped when the epoch moved. The check runs
 //! again after the insert, and removes the entry if an invalidation slipped in between check and
-//! insert: whichever order they run in, a stale fill does not survive. One epoch for all ids
-//! keeps this to one atomic; the price is that a write anywhere also drops the fills in flight
-//! for other ids (they are read again on their next miss).
+//! insert: whichever order they run in, a stale fill does not survive.
+//!
+//! An invalidation of one id bumps the epoch of its stripe (one of [`STRIPES`], by hash of the
+//! id), so a write drops only the fills in flight for ids of the same stripe, not all of them;
+//! emptying the cache ([`SpecCache::suspend`], [`SpecCache::resume`]) bumps a global epoch that
+//! every fill checks too.
 
 pub mod listener;
 
+use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -47,6 +51,10 @@ use crate::store::ServedSpec;
 /// entry's headers. An estimate; it keeps millions of tiny "not found" entries from being free.
 const ENTRY_OVERHEAD_BYTES: u32 = 128;
 
+/// How many epochs invalidations are spread over: a write drops about 1 in this many of the
+/// fills in flight for other ids.
+const STRIPES: usize = 1024;
+
 /// The read cache. Clones share it. A disabled cache looks everything up in the store.
 #[derive(Clone)]
 pub struct SpecCache {
@@ -55,8 +63,10 @@ pub struct SpecCache {
 
 struct Inner {
     entries: Cache<String, Entry>,
-    /// Bumped by every invalidation; see the module documentation.
+    /// Bumped by every suspend and resume; see the module documentation.
     epoch: AtomicU64,
+    /// Bumped by every invalidation of an id of the stripe.
+    stripes: Box<[AtomicU64]>,
     /// True while invalidations cannot be heard: lookups go to the store and fill nothing.
     bypass: AtomicBool,
     negative_ttl: Duration,
@@ -156,6 +166,7 @@ impl SpecCache {
             inner: Some(Arc::new(Inner {
                 entries,
                 epoch: AtomicU64::new(0),
+                stripes: (0..STRIPES).map(|_| AtomicU64::new(0)).collect(),
                 bypass: AtomicBool::new(coherent_via_listener),
                 negative_ttl: settings.negative_ttl,
                 metrics: metrics.clone(),
@@ -197,7 +208,8 @@ impl SpecCache {
         }
         inner.metrics.misses.inc();
 
-        let epoch = inner.epoch.load(Ordering::SeqCst);
+        let stripe = inner.stripe(id);
+        let epoch = inner.epochs(stripe);
         let loaded = load().await?;
         let entry = match loaded {
             Some(loaded) => {
@@ -225,9 +237,9 @@ impl SpecCache {
             },
         };
         let answer = entry.spec.clone();
-        if inner.fill_allowed(epoch) {
+        if inner.fill_allowed(stripe, epoch) {
             inner.entries.insert(id.to_owned(), entry);
-            if !inner.fill_allowed(epoch) {
+            if !inner.fill_allowed(stripe, epoch) {
                 inner.entries.invalidate(id);
             }
         }
@@ -237,7 +249,7 @@ impl SpecCache {
     /// Evicts `id`, and drops every fill that read the store before this call.
     pub fn invalidate(&self, id: &str) {
         if let Some(inner) = &self.inner {
-            inner.epoch.fetch_add(1, Ordering::SeqCst);
+            inner.stripes[inner.stripe(id)].fetch_add(1, Ordering::SeqCst);
             inner.entries.invalidate(id);
         }
     }
@@ -271,9 +283,25 @@ impl SpecCache {
 }
 
 impl Inner {
-    /// Whether a fill that read the store at `epoch` may still be cached.
-    fn fill_allowed(&self, epoch: u64) -> bool {
-        !self.bypass.load(Ordering::SeqCst) && self.epoch.load(Ordering::SeqCst) == epoch
+    /// The stripe of `id`.
+    fn stripe(&self, id: &str) -> usize {
+        let mut hasher = std::hash::DefaultHasher::new();
+        id.hash(&mut hasher);
+        // The remainder is below STRIPES, so it fits any usize.
+        usize::try_from(hasher.finish() % STRIPES as u64).unwrap_or(0)
+    }
+
+    /// The global epoch and the epoch of `stripe`, read before a fill's store read.
+    fn epochs(&self, stripe: usize) -> (u64, u64) {
+        (
+            self.epoch.load(Ordering::SeqCst),
+            self.stripes[stripe].load(Ordering::SeqCst),
+        )
+    }
+
+    /// Whether a fill of an id of `stripe` that read the store at `epochs` may still be cached.
+    fn fill_allowed(&self, stripe: usize, epochs: (u64, u64)) -> bool {
+        !self.bypass.load(Ordering::SeqCst) && self.epochs(stripe) == epochs
     }
 }
 

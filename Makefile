@@ -5,7 +5,7 @@ DATABASE_URL ?= postgres://postgres:postgres@127.0.0.1:5432/postgres
 export DATABASE_URL
 
 .DEFAULT_GOAL := help
-.PHONY: help run test lint fmt db-up db-down
+.PHONY: help run test lint fmt bench bench-scale db-up db-down
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-8s %s\n", $$1, $$2}'
@@ -17,6 +17,14 @@ test: ## Run every test (PostgreSQL from DATABASE_URL or 127.0.0.1:5432; started
 	@scripts/ensure-postgres.sh
 	@command -v kubernetes-validate >/dev/null 2>&1 || python3 -m pip install --quiet kubernetes-validate
 	cargo test
+
+bench: ## Load benchmark on PostgreSQL and SQLite (a few minutes); writes docs/benchmarks.md
+	@scripts/ensure-postgres.sh
+	cargo bench --bench load -- $(BENCH_ARGS)
+
+bench-scale: ## The benchmark at scale: RECORDS specs (default 1000000), ListSpecs and sweeper too
+	@scripts/ensure-postgres.sh
+	cargo bench --bench load -- --scale --records $(or $(RECORDS),1000000) $(BENCH_ARGS)
 
 lint: ## cargo fmt --check and clippy with warnings as errors
 	cargo fmt --check

@@ -43,6 +43,8 @@ pub struct Settings {
     pub tls: TlsSettings,
     /// Who may call what: bearer tokens and client certificate identities with roles.
     pub auth: AuthSettings,
+    /// The GetImageSpec read cache.
+    pub cache: CacheSettings,
 }
 
 /// `[server]`: the gRPC listener.
@@ -326,6 +328,36 @@ impl fmt::Debug for Secret {
     }
 }
 
+/// `[cache]`: the in-process read cache of GetImageSpec answers. With PostgreSQL it is kept
+/// coherent across replicas by notifications (see `docs/scaling.md`); with SQLite by the writes
+/// of this process.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CacheSettings {
+    /// Whether GetImageSpec answers are cached at all.
+    pub enabled: bool,
+    /// Most bytes the cached specs (their encoding plus per-entry overhead) may take; the least
+    /// useful entries are evicted beyond it.
+    pub max_bytes: u64,
+    /// How long a "not found" answer is cached (probes for unknown ids are frequent). A spec
+    /// written meanwhile evicts it at once; `0s` caches no "not found" answers.
+    #[serde(with = "humantime_serde")]
+    pub negative_ttl: Duration,
+}
+
+/// The longest `cache.negative_ttl` accepted: "not found" answers are meant to be cached briefly.
+pub const MAX_NEGATIVE_TTL: Duration = Duration::from_secs(60);
+
+impl Default for CacheSettings {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            max_bytes: 64 * 1024 * 1024,
+            negative_ttl: Duration::from_secs(1),
+        }
+    }
+}
+
 /// How log lines are written.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -528,6 +560,15 @@ impl Settings {
         if self.metrics.refresh_interval.is_zero() {
             return invalid("metrics.refresh_interval", "must be longer than 0s");
         }
+        if self.cache.enabled && self.cache.max_bytes == 0 {
+            return invalid(
+                "cache.max_bytes",
+                "must be at least 1 (set cache.enabled = false to turn the cache off)",
+            );
+        }
+        if self.cache.negative_ttl > MAX_NEGATIVE_TTL {
+            return invalid("cache.negative_ttl", "must be at most 60s");
+        }
         if self.server.metrics_listen == self.server.listen && self.server.listen.port() != 0 {
             return invalid(
                 "server.metrics_listen",
@@ -715,6 +756,12 @@ mod tests {
                 "SPEC_PROVIDER__METRICS__REFRESH_INTERVAL",
                 "0s",
                 "metrics.refresh_interval",
+            ),
+            ("SPEC_PROVIDER__CACHE__MAX_BYTES", "0", "cache.max_bytes"),
+            (
+                "SPEC_PROVIDER__CACHE__NEGATIVE_TTL",
+                "2m",
+                "cache.negative_ttl",
             ),
             (
                 "SPEC_PROVIDER__DATABASE__STATEMENT_TIMEOUT",

@@ -2,6 +2,7 @@
 #![warn(missing_docs)]
 
 pub mod api;
+pub mod cache;
 pub mod cli;
 pub mod config;
 pub mod domain;

@@ -16,6 +16,7 @@ use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
 use crate::api::{AdminService, ApiState, ProviderService};
+use crate::cache::{self, SpecCache};
 use crate::config::{DatabaseSettings, ServerSettings, Settings, SweeperSettings};
 use crate::domain::micros_now;
 use crate::domain::validate::ValidationRules;
@@ -75,6 +76,7 @@ pub struct Application {
     store: Arc<dyn Store>,
     metrics: Arc<Metrics>,
     grpc_metrics: Arc<GrpcMetrics>,
+    cache: SpecCache,
 }
 
 impl Application {
@@ -110,6 +112,13 @@ impl Application {
         )
         .context("setting up the gRPC metrics")?;
         let store: Arc<dyn Store> = Arc::new(InstrumentedStore::new(store, metrics.store.clone()));
+        let cache = SpecCache::new(
+            &settings.cache,
+            store.backend() == "postgres",
+            &metrics.cache,
+            metrics.registry(),
+        )
+        .context("setting up the read cache")?;
 
         let listener = TcpListener::bind(settings.server.listen)
             .await
@@ -144,6 +153,7 @@ impl Application {
             store,
             metrics: Arc::new(metrics),
             grpc_metrics: Arc::new(grpc_metrics),
+            cache,
         })
     }
 
@@ -182,6 +192,7 @@ impl Application {
             store,
             metrics,
             grpc_metrics,
+            cache,
         } = self;
         let admin_addr = admin_listener
             .as_ref()
@@ -203,8 +214,17 @@ impl Application {
             allow_http_urls: settings.validation.allow_http_urls,
             max_spec_bytes: settings.limits.max_spec_bytes,
         };
-        let state = ApiState::new(store.clone(), rules);
+        let state = ApiState::new(store.clone(), rules).with_cache(cache.clone());
         let background = CancellationToken::new();
+        // With PostgreSQL other replicas write too: hear their changes (see `crate::cache`).
+        let cache_listener = (settings.cache.enabled && store.backend() == "postgres").then(|| {
+            tokio::spawn(cache::listener::run(
+                settings.database.clone(),
+                cache,
+                metrics.cache.notifications.clone(),
+                background.clone(),
+            ))
+        });
         let watcher = tokio::spawn(watch_database(
             store.clone(),
             state.clone(),
@@ -338,6 +358,9 @@ impl Application {
         watcher.abort();
         sweeper.abort();
         counter.abort();
+        if let Some(cache_listener) = cache_listener {
+            cache_listener.abort();
+        }
         // Kept up through the drain, so that probes and scrapes see it; nothing is owed to them
         // once the gRPC server is gone.
         metrics_server.abort();
@@ -349,8 +372,9 @@ impl Application {
 /// A gRPC server builder with the transport limits of `[server]`: what one client, or many, can
 /// ask of the server at once.
 fn transport(server: &ServerSettings) -> tonic::transport::Server {
+    // No `tcp_nodelay` here: it only applies to listeners tonic binds itself; `incoming` turns
+    // Nagle's algorithm off on the connections it accepts.
     tonic::transport::Server::builder()
-        .tcp_nodelay(true)
         .max_concurrent_streams(server.max_concurrent_streams)
         .timeout(server.request_timeout)
         .http2_keepalive_interval(Some(server.http2_keepalive_interval))

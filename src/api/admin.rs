@@ -37,8 +37,12 @@ impl AdminService {
 
     async fn put(&self, req: PutSpecRequest) -> Result<SpecRecord, Error> {
         let cmd = validate_put(req, &self.state.rules)?;
-        let outcome = self.state.store()?.put(cmd, micros_now()).await?;
-        record_to_proto(outcome.record)
+        let id = cmd.id.clone();
+        let outcome = self.state.store()?.put(cmd, micros_now()).await;
+        // Also after a failure: a commit whose answer was lost may have happened. Other
+        // replicas hear of the write through the database (see `crate::cache`).
+        self.state.cache.invalidate(id.as_str());
+        record_to_proto(outcome?.record)
     }
 
     async fn get(&self, req: GetSpecRequest) -> Result<SpecRecord, Error> {
@@ -138,7 +142,10 @@ impl AdminService {
             expected_generation: req.expected_generation,
             allow_missing: req.allow_missing,
         };
-        let deleted = self.state.store()?.delete(&cmd, micros_now()).await?;
+        let deleted = self.state.store()?.delete(&cmd, micros_now()).await;
+        // Also after a failure, as for puts.
+        self.state.cache.invalidate(cmd.id.as_str());
+        let deleted = deleted?;
         Ok(DeleteSpecResponse { deleted })
     }
 }

@@ -13,6 +13,7 @@ use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 use tracing::Level;
 
+use crate::cache::SpecCache;
 use crate::domain::Error;
 use crate::domain::validate::ValidationRules;
 use crate::store::Store;
@@ -20,10 +21,12 @@ use crate::store::Store;
 pub use admin::AdminService;
 pub use provider::ProviderService;
 
-/// What the handlers share: the store, the validation rules, and whether the schema is ready.
+/// What the handlers share: the store, the read cache, the validation rules, and whether the
+/// schema is ready.
 #[derive(Clone)]
 pub struct ApiState {
     store: Arc<dyn Store>,
+    cache: SpecCache,
     rules: ValidationRules,
     ready: Arc<AtomicBool>,
 }
@@ -34,9 +37,16 @@ impl ApiState {
     pub fn new(store: Arc<dyn Store>, rules: ValidationRules) -> Self {
         Self {
             store,
+            cache: SpecCache::disabled(),
             rules,
             ready: Arc::new(AtomicBool::new(false)),
         }
+    }
+
+    /// Serves GetImageSpec through `cache`, which the writes of this process invalidate.
+    pub fn with_cache(mut self, cache: SpecCache) -> Self {
+        self.cache = cache;
+        self
     }
 
     /// Lets RPCs reach the store.

@@ -5,14 +5,16 @@
 //!
 //! - [`grpc`]: the go-grpc-prometheus metrics, from a tower layer on the gRPC server.
 //! - [`store`]: store query latency by operation, from a wrapper around the [`Store`].
+//! - [`cache`]: the GetImageSpec read cache (hits, misses, evictions, entries, bytes, bypass, and
+//!   invalidation notifications received).
 //! - here: what only spec-provider knows (`spec_provider_*`), and the connection pools.
 //! - [`http`]: `/metrics`, `/healthz` and `/readyz`.
 //!
-//! Adding a group of metrics (the read cache will add hits, misses, evictions, entries, bytes and
-//! invalidation notifications): give it a struct of its own whose constructor registers its
+//! Adding a group of metrics (as [`cache`] did): give it a struct of its own whose constructor registers its
 //! families in [`Metrics::registry`], keep a handle to it in [`Metrics`], and hand clones of its
 //! counters to the code that moves them, so that the hot path touches only atomics.
 
+pub mod cache;
 pub mod grpc;
 pub mod http;
 pub mod store;
@@ -40,6 +42,9 @@ pub struct Metrics {
     pub specs_stored: IntGauge,
     /// `spec_provider_sweeper_deleted_total`: expired specs the sweeper deleted.
     pub sweeper_deleted: IntCounter,
+    /// The read cache's counters; [`crate::cache::SpecCache`] moves them and registers its
+    /// entries and bytes.
+    pub cache: cache::CacheMetrics,
 }
 
 impl Metrics {
@@ -74,6 +79,7 @@ impl Metrics {
 
         registry.register(Box::new(PoolCollector::new(store)?))?;
         let store = store::StoreMetrics::new(&registry)?;
+        let cache = cache::CacheMetrics::new(&registry)?;
 
         #[cfg(target_os = "linux")]
         registry.register(Box::new(
@@ -85,6 +91,7 @@ impl Metrics {
             store,
             specs_stored,
             sweeper_deleted,
+            cache,
         })
     }
 

@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use prometheus::{Histogram, HistogramOpts, HistogramVec, Registry};
 
 use crate::domain::{DeleteCommand, Error, ListQuery, PutCommand, PutOutcome, SpecId, SpecRecord};
-use crate::store::{PoolStats, Store};
+use crate::store::{PoolStats, ServedSpec, Store};
 
 /// Buckets for database round trips: from a cached index lookup (sub-millisecond) up to an
 /// acquire that runs into `database.acquire_timeout` (seconds).
@@ -92,7 +92,7 @@ impl Store for InstrumentedStore {
         self.inner.get(id, now).await
     }
 
-    async fn get_spec(&self, id: &SpecId, now: DateTime<Utc>) -> Result<Option<Vec<u8>>, Error> {
+    async fn get_spec(&self, id: &SpecId, now: DateTime<Utc>) -> Result<Option<ServedSpec>, Error> {
         let _timer = self.metrics.get_spec.start_timer();
         self.inner.get_spec(id, now).await
     }

@@ -16,7 +16,7 @@ use chrono::{DateTime, Utc};
 use crate::config::DatabaseSettings;
 use crate::domain::{DeleteCommand, Error, ListQuery, PutCommand, PutOutcome, SpecId, SpecRecord};
 
-pub use postgres::PostgresStore;
+pub use postgres::{CHANGES_CHANNEL, PostgresStore};
 pub use sqlite::SqliteStore;
 
 /// A place where spec records live.
@@ -38,8 +38,9 @@ pub trait Store: Send + Sync + 'static {
     /// The live record for `id`, with its spec.
     async fn get(&self, id: &SpecId, now: DateTime<Utc>) -> Result<Option<SpecRecord>, Error>;
 
-    /// Only the encoded spec of the live record for `id`: the hot path of GetImageSpec.
-    async fn get_spec(&self, id: &SpecId, now: DateTime<Utc>) -> Result<Option<Vec<u8>>, Error>;
+    /// Only the encoded spec of the live record for `id`, and when it expires: the hot path of
+    /// GetImageSpec (the expiry tells the read cache how long it may keep the answer).
+    async fn get_spec(&self, id: &SpecId, now: DateTime<Utc>) -> Result<Option<ServedSpec>, Error>;
 
     /// Carries out a PutSpec in one transaction.
     async fn put(&self, cmd: PutCommand, now: DateTime<Utc>) -> Result<PutOutcome, Error>;
@@ -59,6 +60,15 @@ pub trait Store: Send + Sync + 'static {
 
     /// The state of the connection pools, for metrics.
     fn pool_stats(&self) -> Vec<PoolStats>;
+}
+
+/// What GetImageSpec needs of a record.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct ServedSpec {
+    /// The spec's protobuf encoding, as stored.
+    pub spec: Vec<u8>,
+    /// When the record expires; `None` for never.
+    pub expire_time: Option<DateTime<Utc>>,
 }
 
 /// The state of one connection pool.

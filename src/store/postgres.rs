@@ -14,12 +14,19 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::types::Json;
 use sqlx::{Postgres, QueryBuilder, Transaction};
 
-use super::{PoolStats, Store, db_error, migrate_error, prefix_upper_bound};
+use super::{PoolStats, ServedSpec, Store, db_error, migrate_error, prefix_upper_bound};
 use crate::config::DatabaseSettings;
 use crate::domain::{
     DeleteCommand, DeleteDecision, Error, Labels, ListQuery, PutCommand, PutDecision, PutOutcome,
     SpecId, SpecRecord, decide_delete, decide_put,
 };
+
+/// The channel on which every committed write or delete of a spec is announced, with the spec's
+/// id as the payload, so that each replica can evict it from its read cache
+/// ([`crate::cache::listener`]). PostgreSQL delivers a notification only when (and if) its
+/// transaction commits, so the announcement can never precede the change or announce one that
+/// was rolled back.
+pub const CHANGES_CHANNEL: &str = "spec_provider_spec_changes";
 
 /// How many times a put runs its transaction when concurrent creators of the same id collide.
 /// A collision means another creator committed the row, which the next attempt then locks and
@@ -108,6 +115,9 @@ impl PostgresStore {
             }
             PutDecision::Unchanged(record) => (record, false),
         };
+        if changed {
+            notify_changed(&mut tx, record.id.as_str()).await?;
+        }
         tx.commit().await.map_err(db_error)?;
         Ok(Some(PutOutcome { record, changed }))
     }
@@ -159,9 +169,9 @@ impl Store for PostgresStore {
         .transpose()
     }
 
-    async fn get_spec(&self, id: &SpecId, now: DateTime<Utc>) -> Result<Option<Vec<u8>>, Error> {
-        sqlx::query_scalar(
-            "SELECT spec FROM specs WHERE id = $1 AND (expire_time IS NULL OR expire_time > $2)",
+    async fn get_spec(&self, id: &SpecId, now: DateTime<Utc>) -> Result<Option<ServedSpec>, Error> {
+        sqlx::query_as(
+            "SELECT spec, expire_time FROM specs WHERE id = $1 AND (expire_time IS NULL OR expire_time > $2)",
         )
         .bind(id.as_str())
         .bind(now)
@@ -198,6 +208,7 @@ impl Store for PostgresStore {
                 .execute(&mut *tx)
                 .await
                 .map_err(db_error)?;
+            notify_changed(&mut tx, cmd.id.as_str()).await?;
         }
         tx.commit().await.map_err(db_error)?;
         Ok(deleted)
@@ -239,6 +250,10 @@ impl Store for PostgresStore {
     }
 
     async fn delete_expired(&self, now: DateTime<Utc>, batch_size: u32) -> Result<u64, Error> {
+        // No notification: only rows already expired at `now` go, and every read cache entry
+        // carries its record's expiry and stops answering at that moment by itself. A row that a
+        // put revives is not deleted (see below), and that put notifies.
+        //
         // SKIP LOCKED leaves rows that a put is rewriting to that put. The outer condition is
         // checked again on the row's latest version, so a row a put revived (a new record over
         // the expired one) after the inner query's snapshot is not deleted.
@@ -331,6 +346,18 @@ async fn select_for_update(
         .map_err(db_error)?
         .map(SpecRecord::try_from)
         .transpose()
+}
+
+/// Announces on [`CHANGES_CHANNEL`] that the row of `id` changed, delivered when `tx` commits.
+/// Ids are at most 200 characters, well under the 8000-byte payload limit.
+async fn notify_changed(tx: &mut Transaction<'static, Postgres>, id: &str) -> Result<(), Error> {
+    sqlx::query("SELECT pg_notify($1, $2)")
+        .bind(CHANGES_CHANNEL)
+        .bind(id)
+        .execute(&mut **tx)
+        .await
+        .map_err(db_error)?;
+    Ok(())
 }
 
 /// Inserts a new row; `Ok(false)` when a concurrent creator inserted one with the same id first.

@@ -15,7 +15,7 @@ use sqlx::sqlite::{
 };
 use sqlx::{QueryBuilder, Sqlite, Transaction};
 
-use super::{PoolStats, Store, db_error, migrate_error, prefix_upper_bound};
+use super::{PoolStats, ServedSpec, Store, db_error, migrate_error, prefix_upper_bound};
 use crate::config::DatabaseSettings;
 use crate::domain::{
     DeleteCommand, DeleteDecision, Error, Labels, ListQuery, PutCommand, PutDecision, PutOutcome,
@@ -133,15 +133,22 @@ impl Store for SqliteStore {
         .transpose()
     }
 
-    async fn get_spec(&self, id: &SpecId, now: DateTime<Utc>) -> Result<Option<Vec<u8>>, Error> {
-        sqlx::query_scalar(
-            "SELECT spec FROM specs WHERE id = ?1 AND (expire_time IS NULL OR expire_time > ?2)",
+    async fn get_spec(&self, id: &SpecId, now: DateTime<Utc>) -> Result<Option<ServedSpec>, Error> {
+        let row: Option<(Vec<u8>, Option<i64>)> = sqlx::query_as(
+            "SELECT spec, expire_time FROM specs WHERE id = ?1 AND (expire_time IS NULL OR expire_time > ?2)",
         )
         .bind(id.as_str())
         .bind(now.timestamp_micros())
         .fetch_optional(&self.readers)
         .await
-        .map_err(db_error)
+        .map_err(db_error)?;
+        row.map(|(spec, expire_time)| {
+            Ok(ServedSpec {
+                spec,
+                expire_time: expire_time.map(from_micros).transpose()?,
+            })
+        })
+        .transpose()
     }
 
     async fn put(&self, cmd: PutCommand, now: DateTime<Utc>) -> Result<PutOutcome, Error> {

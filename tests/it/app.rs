@@ -29,6 +29,8 @@ pub struct TestApp {
     pub admin: SpecAdminClient<Channel>,
     pub health: HealthClient<Channel>,
     pub channel: Channel,
+    /// The settings it runs with (ports as configured, so 0 in tests).
+    pub settings: Settings,
     shutdown: Option<oneshot::Sender<()>>,
     handle: Option<JoinHandle<anyhow::Result<()>>>,
     _db: Option<TestDb>,
@@ -64,7 +66,7 @@ pub async fn spawn_app_with(backend: Backend, customize: impl FnOnce(&mut Settin
 
 /// Starts a server with exactly these settings; it may not be SERVING yet.
 pub async fn start(settings: Settings) -> TestApp {
-    let app = Application::build(settings)
+    let app = Application::build(settings.clone())
         .await
         .expect("building the app");
     let addr = app.local_addr();
@@ -87,6 +89,7 @@ pub async fn start(settings: Settings) -> TestApp {
             .max_encoding_message_size(usize::MAX),
         health: HealthClient::new(channel.clone()),
         channel,
+        settings,
         shutdown: Some(tx),
         handle: Some(handle),
         _db: None,
@@ -128,6 +131,13 @@ impl TestApp {
             .expect("health check")
             .into_inner()
             .status()
+    }
+
+    /// Another replica on the same database (and settings), SERVING before this returns.
+    pub async fn spawn_replica(&self) -> TestApp {
+        let replica = start(self.settings.clone()).await;
+        replica.wait_for_health(ServingStatus::Serving).await;
+        replica
     }
 
     /// Triggers shutdown without waiting for the server to stop.

@@ -15,6 +15,7 @@ macro_rules! on_both_backends {
 }
 
 mod app;
+mod cache;
 mod cli;
 mod cli_client;
 mod db;

@@ -449,7 +449,7 @@ async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
 }
 
 /// Scrapes `/metrics`, which must answer 200 in the Prometheus text format.
-async fn scrape(addr: SocketAddr) -> Metrics {
+pub(crate) async fn scrape(addr: SocketAddr) -> Metrics {
     let (status, text) = http_get(addr, "/metrics").await;
     assert_eq!(status, 200, "{text}");
     Metrics { text }
@@ -478,7 +478,7 @@ async fn wait_for_metric(
 }
 
 /// One scrape.
-struct Metrics {
+pub(crate) struct Metrics {
     text: String,
 }
 
@@ -509,7 +509,7 @@ impl Metrics {
     }
 
     /// The value of the sample of `name` with exactly these labels.
-    fn value(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    pub(crate) fn value(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
         let want: BTreeMap<String, String> = labels
             .iter()
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))

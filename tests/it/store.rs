@@ -17,7 +17,7 @@ use spec_provider::proto::registryfacade::content_layer::Spec as LayerSpec;
 use spec_provider::proto::registryfacade::{
     ContentLayer, DirectContentLayer, ImageSpec, RemoteContentLayer,
 };
-use spec_provider::store::Store;
+use spec_provider::store::{ServedSpec, Store};
 
 /// Defines one `#[tokio::test]` per case and backend.
 macro_rules! conformance_suite {
@@ -189,7 +189,10 @@ async fn a_new_spec_is_created_at_generation_1(store: Arc<dyn Store>) {
     assert_eq!(store.get(&id("ws-1"), now).await.unwrap(), Some(expected));
     assert_eq!(
         store.get_spec(&id("ws-1"), now).await.unwrap(),
-        Some(expected_bytes)
+        Some(ServedSpec {
+            spec: expected_bytes,
+            expire_time: None,
+        })
     );
 }
 
@@ -414,7 +417,12 @@ async fn put_with_the_stored_generation_replaces_the_spec(store: Arc<dyn Store>)
         Some(outcome.record)
     );
     assert_eq!(
-        store.get_spec(&id("ws-1"), later).await.unwrap().as_deref(),
+        store
+            .get_spec(&id("ws-1"), later)
+            .await
+            .unwrap()
+            .map(|served| served.spec)
+            .as_deref(),
         Some(replacement.bytes())
     );
 }
@@ -489,12 +497,14 @@ async fn expired_specs_are_invisible_to_every_read(store: Arc<dyn Store>) {
 
     let just_before = expiry - Duration::microseconds(1);
     assert!(store.get(&id("ws-1"), just_before).await.unwrap().is_some());
-    assert!(
+    assert_eq!(
         store
             .get_spec(&id("ws-1"), just_before)
             .await
             .unwrap()
-            .is_some()
+            .map(|served| served.expire_time),
+        Some(Some(expiry)),
+        "GetImageSpec's read says when the record expires, for the read cache"
     );
     assert_eq!(store.list(&list_all(), just_before).await.unwrap().len(), 1);
 
@@ -1008,7 +1018,12 @@ async fn spec_bytes_round_trip_byte_for_byte(store: Arc<dyn Store>) {
 
     store.put(cmd, now).await.unwrap();
 
-    let served = store.get_spec(&id("ws-1"), now).await.unwrap().unwrap();
+    let served = store
+        .get_spec(&id("ws-1"), now)
+        .await
+        .unwrap()
+        .unwrap()
+        .spec;
     assert_eq!(served, expected);
     assert_eq!(ImageSpec::decode(served.as_slice()).unwrap(), original);
     let record = store.get(&id("ws-1"), now).await.unwrap().unwrap();

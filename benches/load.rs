@@ -1,0 +1,888 @@
+//! `make bench`: a load generator for spec-provider.
+//!
+//! It starts the servers itself, in this process, on port 0 (one with the read cache, one
+//! without, on the same database), fills the database in batches of raw SQL, then drives each
+//! scenario over HTTP/2 with many concurrent streams (tonic clients on a few channels, one task
+//! per stream) and reports requests per second and latency percentiles (hdrhistogram), for
+//! PostgreSQL and SQLite. It writes the results to `docs/benchmarks.md`.
+//!
+//! Load generator and servers share the machine's cores, as they would not in production: the
+//! numbers compare scenarios with each other (a read against `Health/Check`, the floor of any
+//! gRPC answer on the same server), not with other machines.
+//!
+//! `--scale` adds what matters with many records (`--records 1000000`): uncached reads spread
+//! over all records, the first and the last ListSpecs page, and read latency while the sweeper
+//! deletes 100,000 expired records.
+
+use std::fmt::Write as _;
+use std::future::Future;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use clap::Parser;
+use hdrhistogram::Histogram;
+use prost::Message;
+use spec_provider::config::{DatabaseUrl, Settings};
+use spec_provider::domain::{PageToken, SpecId, spec_digest};
+use spec_provider::proto::registryfacade::spec_provider_client::SpecProviderClient;
+use spec_provider::proto::registryfacade::{ContentLayer, GetImageSpecRequest, ImageSpec};
+use spec_provider::proto::specprovider::v1::spec_admin_client::SpecAdminClient;
+use spec_provider::proto::specprovider::v1::{ListSpecsRequest, PutSpecRequest, SpecView};
+use spec_provider::server::Application;
+use sqlx::{AssertSqlSafe, Connection, PgConnection};
+use tokio::sync::oneshot;
+use tonic::transport::Channel;
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_client::HealthClient;
+
+/// Where `--output` starts and ends in `docs/benchmarks.md`; the prose around it is kept.
+const BEGIN_MARK: &str = "<!-- bench:begin {} -->";
+const END_MARK: &str = "<!-- bench:end {} -->";
+
+/// How many ids the "hit" and "unknown id" scenarios cycle through.
+const HOT_IDS: u64 = 1000;
+
+/// Rows per fill statement.
+const FILL_BATCH: u64 = 50_000;
+
+/// Expired records the sweeper scenario has deleted.
+const SWEPT_RECORDS: u64 = 100_000;
+
+#[derive(Parser, Debug)]
+#[command(about = "Load generator for spec-provider (make bench)")]
+struct Args {
+    /// Backends to measure: `postgres`, `sqlite`, or both (comma-separated).
+    #[arg(long, default_value = "postgres,sqlite", value_delimiter = ',')]
+    backends: Vec<String>,
+    /// Records stored before the measurements.
+    #[arg(long, default_value_t = 1000)]
+    records: u64,
+    /// How long each scenario is measured (after a warm-up of a fifth of it).
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    duration: Duration,
+    /// Concurrent requests (one task each).
+    #[arg(long, default_value_t = 64)]
+    concurrency: usize,
+    /// HTTP/2 connections the tasks share.
+    #[arg(long, default_value_t = 4)]
+    channels: usize,
+    /// Also measure at scale: ListSpecs first vs last page, reads while the sweeper runs.
+    #[arg(long)]
+    scale: bool,
+    /// The markdown file to write the results into (`-` for stdout only).
+    #[arg(long, default_value = "docs/benchmarks.md")]
+    output: String,
+    /// PostgreSQL server where a scratch database is created (and dropped afterwards).
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/postgres"
+    )]
+    database_url: String,
+    /// Passed by `cargo bench`; ignored.
+    #[arg(long, hide = true)]
+    bench: bool,
+}
+
+/// One scenario's results.
+struct Outcome {
+    name: String,
+    requests: u64,
+    errors: u64,
+    elapsed: Duration,
+    latency: Histogram<u64>,
+}
+
+impl Outcome {
+    fn rps(&self) -> f64 {
+        self.requests as f64 / self.elapsed.as_secs_f64()
+    }
+
+    fn ms(&self, quantile: f64) -> f64 {
+        self.latency.value_at_quantile(quantile) as f64 / 1000.0
+    }
+
+    fn row(&self) -> String {
+        format!(
+            "| {} | {:.0} | {:.2} | {:.2} | {:.2} | {} |",
+            self.name,
+            self.rps(),
+            self.ms(0.5),
+            self.ms(0.99),
+            self.ms(0.999),
+            self.errors
+        )
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(run(args))
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
+    let mut report = String::new();
+    writeln!(report, "{}", machine())?;
+    writeln!(
+        report,
+        "Run: `cargo bench --bench load --{}`: {} records, {} per scenario after a {} warm-up, {} concurrent requests on {} \
+         HTTP/2 connections.\n",
+        std::env::args()
+            .skip(1)
+            .filter(|arg| arg != "--bench")
+            .map(|arg| format!(" {arg}"))
+            .collect::<String>(),
+        args.records,
+        humantime::format_duration(args.duration),
+        humantime::format_duration(args.duration / 5),
+        args.concurrency,
+        args.channels,
+    )?;
+    for backend in &args.backends {
+        let section = bench_backend(&args, backend)
+            .await
+            .with_context(|| format!("benchmarking {backend}"))?;
+        report.push_str(&section);
+    }
+    println!("{report}");
+    if args.output != "-" {
+        let tag = if args.scale { "scale" } else { "standard" };
+        write_section(&PathBuf::from(&args.output), tag, &report)?;
+        println!("written to {}", args.output);
+    }
+    Ok(())
+}
+
+/// The machine, for the report: cores, CPU model, memory, and how busy it was.
+fn machine() -> String {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let model = cpuinfo
+        .lines()
+        .find_map(|line| line.strip_prefix("model name"))
+        .and_then(|rest| rest.split_once(':'))
+        .map_or("unknown", |(_, model)| model.trim());
+    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    let memory = meminfo
+        .lines()
+        .find_map(|line| line.strip_prefix("MemTotal:"))
+        .map_or("unknown".to_owned(), |kb| {
+            let kb: f64 = kb
+                .trim()
+                .trim_end_matches("kB")
+                .trim()
+                .parse()
+                .unwrap_or(0.0);
+            format!("{:.1} GiB", kb / 1024.0 / 1024.0)
+        });
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    let load: Vec<&str> = load.split_whitespace().take(3).collect();
+    format!(
+        "Machine: {} cores ({}), {} memory; load average at start {}. Servers and load generator \
+         share these cores.\n",
+        std::thread::available_parallelism().map_or(0, usize::from),
+        model,
+        memory,
+        load.join(" "),
+    )
+}
+
+/// Replaces (or appends) the `tag` section of `path` with `body`.
+fn write_section(path: &PathBuf, tag: &str, body: &str) -> anyhow::Result<()> {
+    let begin = BEGIN_MARK.replace("{}", tag);
+    let end = END_MARK.replace("{}", tag);
+    if let Some(dir) = path.parent().filter(|dir| !dir.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)?;
+    }
+    let current = std::fs::read_to_string(path).unwrap_or_default();
+    let section = format!("{begin}\n{body}{end}");
+    let updated = match (current.find(&begin), current.find(&end)) {
+        (Some(start), Some(stop)) if start < stop => {
+            format!(
+                "{}{section}{}",
+                &current[..start],
+                &current[stop + end.len()..]
+            )
+        }
+        _ => format!("{current}\n{section}\n"),
+    };
+    std::fs::write(path, updated).with_context(|| format!("writing {}", path.display()))
+}
+
+/// A spec of a typical size: a base, an IDE, a supervisor and a few layers.
+fn typical_spec(variant: u64) -> ImageSpec {
+    ImageSpec {
+        base_ref: format!("eu.gcr.io/gitpod-core/workspace-images/base:v{variant}"),
+        ide_ref: "eu.gcr.io/gitpod-core/ide/code:commit-4c8638c0".into(),
+        supervisor_ref:
+            "eu.gcr.io/gitpod-core/supervisor@sha256:9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
+                .into(),
+        content_layer: (0..3)
+            .map(|n| ContentLayer {
+                spec: Some(
+                    spec_provider::proto::registryfacade::content_layer::Spec::Remote(
+                        spec_provider::proto::registryfacade::RemoteContentLayer {
+                            url: format!("https://content.example.com/layers/{variant}/{n}.tar"),
+                            digest: format!("sha256:{:064x}", variant * 10 + n),
+                            diff_id: format!("sha256:{:064x}", variant * 10 + n + 1),
+                            media_type: "application/vnd.oci.image.layer.v1.tar+gzip".into(),
+                            size: 1024 * 1024,
+                        },
+                    ),
+                ),
+            })
+            .collect(),
+        ide_layer_ref: vec!["eu.gcr.io/gitpod-core/ide/code-web-extension:1.2".into()],
+    }
+}
+
+/// A scratch database for one backend, removed afterwards.
+enum Scratch {
+    Postgres { admin_url: String, name: String },
+    Sqlite { _dir: tempfile::TempDir },
+}
+
+impl Scratch {
+    async fn create(backend: &str, admin_url: &str) -> anyhow::Result<(Self, String)> {
+        match backend {
+            "postgres" => {
+                let name = format!("sp_bench_{}", uuid::Uuid::new_v4().simple());
+                let mut admin = PgConnection::connect(admin_url)
+                    .await
+                    .with_context(|| format!("connecting to {admin_url}"))?;
+                // The name is made here of hex digits.
+                sqlx::query(AssertSqlSafe(format!("CREATE DATABASE \"{name}\"")))
+                    .execute(&mut admin)
+                    .await?;
+                let mut url = url::Url::parse(admin_url)?;
+                url.set_path(&name);
+                Ok((
+                    Self::Postgres {
+                        admin_url: admin_url.to_owned(),
+                        name,
+                    },
+                    url.into(),
+                ))
+            }
+            "sqlite" => {
+                let dir = tempfile::tempdir()?;
+                let url = format!("sqlite://{}", dir.path().join("specs.db").display());
+                Ok((Self::Sqlite { _dir: dir }, url))
+            }
+            other => anyhow::bail!("unknown backend {other:?} (postgres or sqlite)"),
+        }
+    }
+
+    async fn drop_database(self) -> anyhow::Result<()> {
+        if let Self::Postgres { admin_url, name } = self {
+            let mut admin = PgConnection::connect(&admin_url).await?;
+            sqlx::query(AssertSqlSafe(format!(
+                "DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"
+            )))
+            .execute(&mut admin)
+            .await?;
+        }
+        Ok(())
+    }
+}
+
+/// A server running in this process, and clients of it.
+struct Server {
+    channels: Vec<Channel>,
+    metrics_addr: std::net::SocketAddr,
+    _stop: oneshot::Sender<()>,
+}
+
+impl Server {
+    async fn start(settings: Settings, channels: usize) -> anyhow::Result<Self> {
+        let app = Application::build(settings).await?;
+        let addr = app.local_addr();
+        let metrics_addr = app.metrics_addr();
+        let (stop, stopped) = oneshot::channel();
+        tokio::spawn(app.run(async {
+            let _ = stopped.await;
+        }));
+        let mut connected = Vec::new();
+        for _ in 0..channels {
+            connected.push(
+                Channel::from_shared(format!("http://{addr}"))?
+                    .tcp_nodelay(true)
+                    .connect()
+                    .await?,
+            );
+        }
+        let server = Self {
+            channels: connected,
+            metrics_addr,
+            _stop: stop,
+        };
+        server.wait_until_ready().await?;
+        Ok(server)
+    }
+
+    /// Waits until the server is SERVING and its cache (if any) is in use.
+    async fn wait_until_ready(&self) -> anyhow::Result<()> {
+        let started = Instant::now();
+        loop {
+            let status = HealthClient::new(self.channels[0].clone())
+                .check(HealthCheckRequest::default())
+                .await
+                .map(|r| r.into_inner().status)
+                .ok();
+            let bypassed = self.metric("spec_provider_cache_bypassed").await;
+            if status == Some(1) && bypassed == Some(0.0) {
+                return Ok(());
+            }
+            anyhow::ensure!(
+                started.elapsed() < Duration::from_secs(30),
+                "the server did not become ready"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// The value of an unlabelled metric.
+    async fn metric(&self, name: &str) -> Option<f64> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut stream = tokio::net::TcpStream::connect(self.metrics_addr)
+            .await
+            .ok()?;
+        stream
+            .write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .await
+            .ok()?;
+        let mut text = String::new();
+        stream.read_to_string(&mut text).await.ok()?;
+        text.lines()
+            .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
+            .and_then(|value| value.trim().parse().ok())
+    }
+
+    fn channel(&self, task: usize) -> Channel {
+        self.channels[task % self.channels.len()].clone()
+    }
+}
+
+/// Settings for a benchmark server on `url`.
+fn settings(url: &str, cache: bool) -> Settings {
+    let mut settings = Settings::default();
+    settings.server.listen = "127.0.0.1:0".parse().expect("an address");
+    settings.server.metrics_listen = "127.0.0.1:0".parse().expect("an address");
+    settings.database.url = DatabaseUrl::new(url.to_owned());
+    settings.database.max_connections = 16;
+    settings.cache.enabled = cache;
+    // No sweeps during the measurements, except where the sweeper is what is measured.
+    settings.sweeper.interval = Duration::from_secs(3600);
+    settings
+}
+
+/// The id of the `n`th filled record.
+fn record_id(n: u64) -> String {
+    format!("bench-{n:09}")
+}
+
+/// Inserts `count` records (`prefix` + zero-padded number) in batches of raw SQL, sharing one spec
+/// (the lookups do not care what they find), expiring at `expire` (never for `None`).
+async fn fill(
+    url: &str,
+    prefix: &str,
+    count: u64,
+    expire: Option<chrono::DateTime<chrono::Utc>>,
+) -> anyhow::Result<Duration> {
+    let started = Instant::now();
+    let spec = typical_spec(0).encode_to_vec();
+    let digest = spec_digest(&spec);
+    let now = chrono::Utc::now();
+    if url.starts_with("postgres") {
+        let mut conn = PgConnection::connect(url).await?;
+        for start in (0..count).step_by(usize::try_from(FILL_BATCH)?) {
+            let stop = (start + FILL_BATCH).min(count) - 1;
+            sqlx::query(
+                "INSERT INTO specs (id, spec, spec_digest, labels, generation, create_time, \
+                     update_time, expire_time) \
+                 SELECT $1 || lpad(i::text, 9, '0'), $2, $3, '{}', 1, $4, $4, $5 \
+                 FROM generate_series($6::bigint, $7::bigint) AS i",
+            )
+            .bind(prefix)
+            .bind(&spec)
+            .bind(&digest)
+            .bind(now)
+            .bind(expire)
+            .bind(i64::try_from(start)?)
+            .bind(i64::try_from(stop)?)
+            .execute(&mut conn)
+            .await?;
+        }
+        sqlx::query("ANALYZE specs").execute(&mut conn).await?;
+    } else {
+        let options = sqlx::sqlite::SqliteConnectOptions::from_str(url)?
+            .busy_timeout(Duration::from_secs(30));
+        let mut conn = sqlx::SqliteConnection::connect_with(&options).await?;
+        for start in (0..count).step_by(usize::try_from(FILL_BATCH)?) {
+            let stop = (start + FILL_BATCH).min(count) - 1;
+            sqlx::query(
+                "WITH RECURSIVE n(i) AS (SELECT ?6 UNION ALL SELECT i + 1 FROM n WHERE i < ?7) \
+                 INSERT INTO specs (id, spec, spec_digest, labels, generation, create_time, \
+                     update_time, expire_time) \
+                 SELECT ?1 || printf('%09d', i), ?2, ?3, '{}', 1, ?4, ?4, ?5 FROM n",
+            )
+            .bind(prefix)
+            .bind(&spec)
+            .bind(&digest)
+            .bind(now.timestamp_micros())
+            .bind(expire.map(|t| t.timestamp_micros()))
+            .bind(i64::try_from(start)?)
+            .bind(i64::try_from(stop)?)
+            .execute(&mut conn)
+            .await?;
+        }
+        sqlx::query("ANALYZE").execute(&mut conn).await?;
+    }
+    Ok(started.elapsed())
+}
+
+/// How a scenario paces its requests.
+#[derive(Clone, Copy)]
+enum Pace {
+    /// Each task sends its next request as soon as the previous one is answered.
+    Closed,
+    /// The tasks together send this many requests per second, on a fixed schedule; latency is
+    /// counted from when a request was due, so a stalled server is not flattered.
+    Rate(f64),
+}
+
+/// When a measurement ends.
+#[derive(Clone)]
+enum Until {
+    /// After a warm-up of a fifth of this, measure for this long.
+    Elapsed(Duration),
+    /// No warm-up; measure until the flag is raised.
+    Flag(Arc<AtomicBool>),
+}
+
+/// Runs `request(task, n)` from `concurrency` tasks until `until`; `request` says whether the
+/// answer was the expected one.
+async fn measure<F, Fut>(
+    name: &str,
+    until: Until,
+    concurrency: usize,
+    pace: Pace,
+    request: F,
+) -> Outcome
+where
+    F: Fn(usize, u64) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = bool> + Send,
+{
+    let request = Arc::new(request);
+    let start = match &until {
+        Until::Elapsed(duration) => Instant::now() + *duration / 5,
+        Until::Flag(_) => Instant::now(),
+    };
+    let finished = move |now: Instant| match &until {
+        Until::Elapsed(duration) => now >= start + *duration,
+        Until::Flag(flag) => flag.load(Ordering::Relaxed),
+    };
+    let finished = Arc::new(finished);
+    let mut tasks = Vec::new();
+    for task in 0..concurrency {
+        let request = request.clone();
+        let finished = finished.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut histogram = new_histogram();
+            let (mut ok, mut errors) = (0u64, 0u64);
+            let mut interval = match pace {
+                Pace::Closed => None,
+                Pace::Rate(rate) => {
+                    let period = Duration::from_secs_f64(concurrency as f64 / rate);
+                    // Spread the tasks over one period, not all at its start.
+                    let offset = period.mul_f64(task as f64 / concurrency as f64);
+                    let mut interval =
+                        tokio::time::interval_at(tokio::time::Instant::now() + offset, period);
+                    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+                    Some(interval)
+                }
+            };
+            let mut n = 0u64;
+            loop {
+                let due = match &mut interval {
+                    Some(interval) => interval.tick().await.into_std(),
+                    None => Instant::now(),
+                };
+                if finished(due) {
+                    break;
+                }
+                let succeeded = request(task, n).await;
+                n += 1;
+                if due >= start {
+                    if succeeded {
+                        ok += 1;
+                        let micros = u64::try_from(due.elapsed().as_micros()).unwrap_or(u64::MAX);
+                        histogram.saturating_record(micros.max(1));
+                    } else {
+                        errors += 1;
+                    }
+                }
+            }
+            (histogram, ok, errors)
+        }));
+    }
+    let mut latency = new_histogram();
+    let (mut requests, mut errors) = (0, 0);
+    for task in tasks {
+        let (histogram, ok, failed) = task.await.expect("a load task");
+        latency.add(histogram).expect("same bounds");
+        requests += ok;
+        errors += failed;
+    }
+    let outcome = Outcome {
+        name: name.to_owned(),
+        requests,
+        errors,
+        elapsed: start.elapsed(),
+        latency,
+    };
+    eprintln!("  {}", outcome.row());
+    outcome
+}
+
+/// A histogram of microseconds, from 1 µs to a minute, 3 significant digits.
+fn new_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid bounds")
+}
+
+/// A tiny fast pseudo-random sequence, so that tasks spread their ids without a shared RNG.
+fn spread(task: usize, n: u64, modulo: u64) -> u64 {
+    let mut x = (task as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15)
+        ^ n.wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    x ^= x >> 31;
+    x = x.wrapping_mul(0x94D0_49BB_1331_11EB);
+    x ^= x >> 29;
+    x % modulo
+}
+
+async fn get_ok(channel: Channel, id: String, want_found: bool) -> bool {
+    let answer = SpecProviderClient::new(channel)
+        .get_image_spec(GetImageSpecRequest { id })
+        .await;
+    match answer {
+        Ok(_) => want_found,
+        Err(status) => !want_found && status.code() == tonic::Code::NotFound,
+    }
+}
+
+async fn bench_backend(args: &Args, backend: &str) -> anyhow::Result<String> {
+    eprintln!("{backend}:");
+    let (scratch, url) = Scratch::create(backend, &args.database_url).await?;
+    // The cached server first: it applies the migrations the fill needs.
+    let cached = Arc::new(Server::start(settings(&url, true), args.channels).await?);
+    let uncached = Arc::new(Server::start(settings(&url, false), args.channels).await?);
+    let filled = fill(&url, "bench-", args.records, None).await?;
+    eprintln!("  filled {} records in {filled:.1?}", args.records);
+    let records = args.records.max(1);
+    let hot = HOT_IDS.min(records);
+    let (duration, concurrency) = (Until::Elapsed(args.duration), args.concurrency);
+
+    let server = cached.clone();
+    let check = measure(
+        "Health/Check (floor)",
+        duration.clone(),
+        concurrency,
+        Pace::Closed,
+        move |task, _| {
+            let channel = server.channel(task);
+            async move {
+                HealthClient::new(channel)
+                    .check(HealthCheckRequest::default())
+                    .await
+                    .is_ok()
+            }
+        },
+    )
+    .await;
+    let server = cached.clone();
+    let hit = measure(
+        "GetImageSpec, cache hit",
+        duration.clone(),
+        concurrency,
+        Pace::Closed,
+        move |task, n| get_ok(server.channel(task), record_id(spread(task, n, hot)), true),
+    )
+    .await;
+    let half = hit.rps() / 2.0;
+    let server = cached.clone();
+    let half_peak = measure(
+        &format!("GetImageSpec, cache hit, at half peak ({half:.0}/s)"),
+        duration.clone(),
+        concurrency,
+        Pace::Rate(half),
+        move |task, n| get_ok(server.channel(task), record_id(spread(task, n, hot)), true),
+    )
+    .await;
+
+    let server = cached.clone();
+    let unknown = measure(
+        "GetImageSpec, unknown id (1000 ids, negative cache)",
+        duration.clone(),
+        concurrency,
+        Pace::Closed,
+        move |task, n| {
+            get_ok(
+                server.channel(task),
+                format!("unknown-{}", spread(task, n, HOT_IDS)),
+                false,
+            )
+        },
+    )
+    .await;
+    let server = cached.clone();
+    let never_seen = measure(
+        "GetImageSpec, unknown id (never repeated)",
+        duration.clone(),
+        concurrency,
+        Pace::Closed,
+        move |task, n| get_ok(server.channel(task), format!("probe-{task}-{n}"), false),
+    )
+    .await;
+    let server = uncached.clone();
+    let uncached_get = measure(
+        "GetImageSpec, cache off (random over all records)",
+        duration.clone(),
+        concurrency,
+        Pace::Closed,
+        move |task, n| {
+            get_ok(
+                server.channel(task),
+                record_id(spread(task, n, records)),
+                true,
+            )
+        },
+    )
+    .await;
+    let spec = typical_spec(1);
+    let server = cached.clone();
+    let put = measure(
+        "PutSpec (new ids)",
+        duration,
+        concurrency,
+        Pace::Closed,
+        move |task, n| {
+            let request = PutSpecRequest {
+                id: format!("put-{task}-{n}"),
+                spec: Some(spec.clone()),
+                ..PutSpecRequest::default()
+            };
+            let channel = server.channel(task);
+            async move {
+                let answer = SpecAdminClient::new(channel).put_spec(request).await;
+                if let Err(status) = &answer
+                    && n == 0
+                    && task == 0
+                {
+                    eprintln!("  PutSpec failed: {status:?}");
+                }
+                answer.is_ok()
+            }
+        },
+    )
+    .await;
+    let mut section = String::new();
+    writeln!(section, "### {backend}, {} records\n", args.records)?;
+    writeln!(section, "Filled in {filled:.1?}.\n")?;
+    writeln!(
+        section,
+        "| scenario | requests/s | p50 ms | p99 ms | p99.9 ms | errors |"
+    )?;
+    writeln!(section, "|---|---:|---:|---:|---:|---:|")?;
+    for outcome in [
+        &check,
+        &hit,
+        &half_peak,
+        &unknown,
+        &never_seen,
+        &uncached_get,
+        &put,
+    ] {
+        writeln!(section, "{}", outcome.row())?;
+    }
+    writeln!(
+        section,
+        "\nRatios: hit / Check = **{:.2}**, unknown id (negative cache) / Check = {:.2}, \
+         uncached / Check = **{:.2}**. p99 of cached GetImageSpec at half peak: **{:.2} ms**.\n",
+        hit.rps() / check.rps(),
+        unknown.rps() / check.rps(),
+        uncached_get.rps() / check.rps(),
+        half_peak.ms(0.99),
+    )?;
+
+    if args.scale {
+        section.push_str(&scale(args, &url, &uncached, records).await?);
+    }
+    writeln!(
+        section,
+        "Process peak resident memory so far (servers and load generator): {}; load average \
+         after this backend: {}.\n",
+        peak_rss(),
+        std::fs::read_to_string("/proc/loadavg")
+            .unwrap_or_default()
+            .split_whitespace()
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" "),
+    )?;
+    drop(cached);
+    drop(uncached);
+    scratch.drop_database().await?;
+    Ok(section)
+}
+
+/// ListSpecs first vs last page, and uncached reads while the sweeper deletes expired records.
+async fn scale(
+    args: &Args,
+    url: &str,
+    uncached: &Arc<Server>,
+    records: u64,
+) -> anyhow::Result<String> {
+    let duration = Until::Elapsed(args.duration);
+    let list_concurrency = 8;
+    let server = uncached.clone();
+    let first = measure(
+        "ListSpecs, first page (100 ids)",
+        duration.clone(),
+        list_concurrency,
+        Pace::Closed,
+        move |task, _| list_ok(server.channel(task), String::new()),
+    )
+    .await;
+    let after =
+        SpecId::parse(&record_id(records.saturating_sub(101))).map_err(anyhow::Error::msg)?;
+    let last_token = PageToken::new(after, "", &Default::default()).encode();
+    let server = uncached.clone();
+    let last = measure(
+        "ListSpecs, last page (100 ids)",
+        duration.clone(),
+        list_concurrency,
+        Pace::Closed,
+        move |task, _| list_ok(server.channel(task), last_token.clone()),
+    )
+    .await;
+
+    // Reads at half of what 16 readers reach, before and while the sweeper deletes.
+    let readers = 16;
+    let read = move |server: Arc<Server>| {
+        move |task: usize, n: u64| {
+            get_ok(
+                server.channel(task),
+                record_id(spread(task, n, records)),
+                true,
+            )
+        }
+    };
+    let peak = measure(
+        "GetImageSpec, cache off, 16 readers, peak",
+        duration.clone(),
+        readers,
+        Pace::Closed,
+        read(uncached.clone()),
+    )
+    .await;
+    let rate = peak.rps() / 2.0;
+    let before = measure(
+        &format!("GetImageSpec, cache off, {rate:.0}/s, no sweep"),
+        duration,
+        readers,
+        Pace::Rate(rate),
+        read(uncached.clone()),
+    )
+    .await;
+    // The sweeper's server starts first, and the records expire a little later, so that the reads
+    // below cover the sweep and neither the start-up nor the fill.
+    let mut sweeping = settings(url, true);
+    sweeping.sweeper.interval = Duration::from_millis(100);
+    let sweeper = Server::start(sweeping, 1).await?;
+    let expire_in = Duration::from_secs(5);
+    let expire = chrono::Utc::now() + chrono::Duration::from_std(expire_in)?;
+    let expire_at = Instant::now() + expire_in;
+    let filled = fill(url, "expired-", SWEPT_RECORDS, Some(expire)).await?;
+    eprintln!("  filled {SWEPT_RECORDS} records expiring in {expire_in:?} in {filled:.1?}");
+    anyhow::ensure!(
+        Instant::now() < expire_at,
+        "the fill outlasted the expiry; the sweep would start before the reads"
+    );
+    tokio::time::sleep_until(expire_at.into()).await;
+    let done = Arc::new(AtomicBool::new(false));
+    let during_name = format!("GetImageSpec, cache off, {rate:.0}/s, while sweeping");
+    let stop = Until::Flag(done.clone());
+    let during_read = read(uncached.clone());
+    let during = tokio::spawn(async move {
+        measure(&during_name, stop, readers, Pace::Rate(rate), during_read).await
+    });
+    let swept_at = Instant::now();
+    let swept = loop {
+        let deleted = sweeper
+            .metric("spec_provider_sweeper_deleted_total")
+            .await
+            .unwrap_or(0.0);
+        if deleted >= SWEPT_RECORDS as f64 {
+            break swept_at.elapsed();
+        }
+        anyhow::ensure!(
+            swept_at.elapsed() < Duration::from_secs(600),
+            "the sweep took over 10 minutes"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    done.store(true, Ordering::Relaxed);
+    let during = during.await?;
+    drop(sweeper);
+
+    let mut section = String::new();
+    writeln!(section, "#### At scale: {records} records\n")?;
+    writeln!(
+        section,
+        "| scenario | requests/s | p50 ms | p99 ms | p99.9 ms | errors |"
+    )?;
+    writeln!(section, "|---|---:|---:|---:|---:|---:|")?;
+    for outcome in [&first, &last, &peak, &before, &during] {
+        writeln!(section, "{}", outcome.row())?;
+    }
+    writeln!(
+        section,
+        "\nLast / first ListSpecs page, p50: **{:.2}**. The sweeper deleted {SWEPT_RECORDS} \
+         expired records in {swept:.1?} from their expiry (batches of 1000, by a third server \
+         with a 100 ms sweeper interval); read p99 while sweeping / before: **{:.2}**.\n",
+        last.ms(0.5) / first.ms(0.5),
+        during.ms(0.99) / before.ms(0.99),
+    )?;
+    Ok(section)
+}
+
+async fn list_ok(channel: Channel, page_token: String) -> bool {
+    SpecAdminClient::new(channel)
+        .list_specs(ListSpecsRequest {
+            page_size: 100,
+            page_token,
+            view: SpecView::Basic.into(),
+            ..ListSpecsRequest::default()
+        })
+        .await
+        .is_ok_and(|r| r.into_inner().specs.len() == 100)
+}
+
+/// This process's peak resident memory, from `/proc/self/status`.
+fn peak_rss() -> String {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find_map(|line| line.strip_prefix("VmHWM:"))
+                .map(|value| value.trim().to_owned())
+        })
+        .unwrap_or_else(|| "unknown".to_owned())
+}

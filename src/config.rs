@@ -168,6 +168,10 @@ pub struct SweeperSettings {
     pub interval: Duration,
     /// Most rows deleted by one statement, so a sweep never holds long locks.
     pub batch_size: u32,
+    /// Pause between two batches of one sweep, so that a sweep of many expired records leaves
+    /// the database (and, on a shared machine, the CPU) to the reads in between. `0s`: none.
+    #[serde(with = "humantime_serde")]
+    pub batch_pause: Duration,
 }
 
 impl Default for SweeperSettings {
@@ -175,6 +179,7 @@ impl Default for SweeperSettings {
         Self {
             interval: Duration::from_secs(60),
             batch_size: 1000,
+            batch_pause: Duration::from_millis(100),
         }
     }
 }

@@ -481,7 +481,8 @@ async fn watch_database(
     }
 }
 
-/// Deletes expired records every `settings.interval`, in batches of `settings.batch_size`.
+/// Deletes expired records every `settings.interval`, in batches of `settings.batch_size` with
+/// `settings.batch_pause` between them.
 /// Expired records are already invisible; this only reclaims their space.
 async fn sweep_expired(
     store: Arc<dyn Store>,
@@ -509,6 +510,11 @@ async fn sweep_expired(
                     deleted_total.inc_by(n);
                     if n < u64::from(settings.batch_size) {
                         break;
+                    }
+                    // More to delete: pace the batches, so reads get the database in between.
+                    tokio::select! {
+                        () = cancel.cancelled() => break,
+                        () = tokio::time::sleep(settings.batch_pause) => {}
                     }
                 }
                 Err(err) => {

@@ -96,28 +96,34 @@ pub async fn start(settings: Settings) -> TestApp {
     }
 }
 
+/// Waits, on the health Watch stream of the server behind `channel` and with a deadline, until
+/// its overall status is `want`.
+pub async fn wait_for_health(channel: &Channel, want: ServingStatus) {
+    let mut health = HealthClient::new(channel.clone());
+    let wait = async {
+        let mut stream = health
+            .watch(HealthCheckRequest {
+                service: String::new(),
+            })
+            .await
+            .expect("health watch")
+            .into_inner();
+        while let Some(message) = stream.next().await {
+            if message.expect("health watch message").status() == want {
+                return;
+            }
+        }
+        panic!("health watch stream ended before {want:?}");
+    };
+    tokio::time::timeout(DEADLINE, wait)
+        .await
+        .unwrap_or_else(|_| panic!("health did not become {want:?} within {DEADLINE:?}"));
+}
+
 impl TestApp {
     /// Waits (on the health Watch stream, with a deadline) until the overall status is `want`.
     pub async fn wait_for_health(&self, want: ServingStatus) {
-        let mut health = self.health.clone();
-        let wait = async {
-            let mut stream = health
-                .watch(HealthCheckRequest {
-                    service: String::new(),
-                })
-                .await
-                .expect("health watch")
-                .into_inner();
-            while let Some(message) = stream.next().await {
-                if message.expect("health watch message").status() == want {
-                    return;
-                }
-            }
-            panic!("health watch stream ended before {want:?}");
-        };
-        tokio::time::timeout(DEADLINE, wait)
-            .await
-            .unwrap_or_else(|_| panic!("health did not become {want:?} within {DEADLINE:?}"));
+        wait_for_health(&self.channel, want).await;
     }
 
     /// The current overall health status.

@@ -9,11 +9,9 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 use tokio::sync::mpsc;
 use tonic::transport::Channel;
-use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
-use tonic_health::pb::health_client::HealthClient;
 
-use crate::app::DEADLINE;
+use crate::app::{DEADLINE, wait_for_health};
 
 const BIN: &str = env!("CARGO_BIN_EXE_spec-provider");
 
@@ -96,22 +94,7 @@ impl ServerProcess {
 
     /// Waits, on the health Watch stream, until the server is SERVING.
     pub async fn wait_until_serving(&self) {
-        let mut health = HealthClient::new(self.channel().await);
-        let wait = async {
-            let mut stream = health
-                .watch(HealthCheckRequest::default())
-                .await
-                .unwrap()
-                .into_inner();
-            while let Some(message) = stream.message().await.unwrap() {
-                if message.status() == ServingStatus::Serving {
-                    return;
-                }
-            }
-        };
-        tokio::time::timeout(DEADLINE, wait)
-            .await
-            .expect("spec-provider became SERVING within the deadline");
+        wait_for_health(&self.channel().await, ServingStatus::Serving).await;
     }
 
     /// Waits until a log line with this message is written.

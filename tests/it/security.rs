@@ -26,12 +26,13 @@ use tokio_rustls::TlsConnector;
 use tonic::transport::{Channel, Endpoint, Uri};
 use tonic::{Code, Request, Status};
 use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 use tonic_reflection::pb::v1::ServerReflectionRequest;
 use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
 use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
 
-use crate::app::{DEADLINE, spawn_app_with, test_settings};
+use crate::app::{DEADLINE, spawn_app_with, test_settings, wait_for_health};
 use crate::db::{Backend, TestDb};
 use crate::fixtures::{minimal_spec, put};
 
@@ -232,7 +233,7 @@ async fn a_tls12_only_client_naming_ws_manager_gets_specs_with_an_ecdhe_aead_sui
     let channel = tls_channel(app.addr, config, negotiated.clone())
         .await
         .unwrap();
-    wait_serving(&channel).await;
+    wait_for_health(&channel, ServingStatus::Serving).await;
     SpecAdminClient::new(channel.clone())
         .put_spec(put("ws-tls", minimal_spec(1)))
         .await
@@ -662,27 +663,6 @@ async fn a_missing_token_file_fails_startup_naming_the_setting() {
         Err(err) => format!("{err:#}"),
     };
     assert!(err.contains("auth.admin_tokens_file"), "{err}");
-}
-
-/// Waits (on the health Watch stream, with a deadline) until the server is SERVING.
-async fn wait_serving(channel: &Channel) {
-    use tonic_health::pb::health_check_response::ServingStatus;
-    let mut health = HealthClient::new(channel.clone());
-    let wait = async {
-        let mut stream = health
-            .watch(HealthCheckRequest::default())
-            .await
-            .unwrap()
-            .into_inner();
-        while let Some(message) = stream.message().await.unwrap() {
-            if message.status() == ServingStatus::Serving {
-                return;
-            }
-        }
-    };
-    tokio::time::timeout(DEADLINE, wait)
-        .await
-        .expect("SERVING within the deadline");
 }
 
 /// A TLS server on a fresh SQLite database; it may not be SERVING yet.

@@ -59,7 +59,8 @@ impl TestDb {
                 max_connections: MAX_CONNECTIONS,
                 // Generous: a loaded CI machine must not turn a slow test into a failing one.
                 acquire_timeout: Duration::from_secs(30),
-                ..DatabaseSettings::default()
+                // Likewise; the tests of the statement timeout set their own.
+                statement_timeout: Duration::from_secs(30),
             },
             _sqlite_dir: sqlite_dir,
             _postgres_database: postgres_database,

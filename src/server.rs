@@ -15,7 +15,7 @@ use tonic::server::NamedService;
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
-use crate::api::{AdminService, ApiState, ProviderService};
+use crate::api::{AdminService, ApiState, ProviderService, SpecProviderServer};
 use crate::cache::{self, SpecCache};
 use crate::config::{DatabaseSettings, ServerSettings, Settings, SweeperSettings};
 use crate::domain::micros_now;
@@ -25,7 +25,6 @@ use crate::metrics::http::Readiness;
 use crate::metrics::store::InstrumentedStore;
 use crate::metrics::{self, Metrics};
 use crate::proto;
-use crate::proto::registryfacade::spec_provider_server::SpecProviderServer;
 use crate::proto::specprovider::v1::spec_admin_server::SpecAdminServer;
 use crate::security::auth::{AuthLayer, SharedCredentials};
 use crate::security::tls::{ReloadingTls, incoming};
@@ -44,7 +43,7 @@ const MAX_RETRY_INTERVAL: Duration = Duration::from_secs(1);
 
 /// The gRPC services whose health is reported individually (besides the overall `""`).
 const SERVICES: [&str; 2] = [
-    <SpecProviderServer<ProviderService> as NamedService>::NAME,
+    <SpecProviderServer as NamedService>::NAME,
     <SpecAdminServer<AdminService> as NamedService>::NAME,
 ];
 

@@ -2,6 +2,7 @@
 //! per service, plus the conversions and the one mapping of [`Error`] to [`Status`].
 
 mod admin;
+mod codec;
 mod convert;
 mod provider;
 
@@ -19,7 +20,7 @@ use crate::domain::validate::ValidationRules;
 use crate::store::Store;
 
 pub use admin::AdminService;
-pub use provider::ProviderService;
+pub use provider::{ProviderService, SpecProviderServer};
 
 /// What the handlers share: the store, the read cache, the validation rules, and whether the
 /// schema is ready.

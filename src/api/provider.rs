@@ -1,16 +1,37 @@
 //! `registryfacade.SpecProvider`: the hot read path of every image pull.
+//!
+//! The service is wired here by hand instead of through tonic's generated `SpecProviderServer`,
+//! for one reason: a found answer is encoded once, when it is read from the store, and the read
+//! cache keeps those bytes, so a cache hit neither clones nor encodes a spec
+//! ([`EncodedResponseCodec`] writes them out as they are). The wire contract is unchanged; the
+//! tests compare the bytes served with prost's encoding of the same message.
 
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Instant;
 
+use bytes::Bytes;
+use http_body::Body;
+use prost::Message;
+use tonic::codegen::{BoxFuture, StdError};
+use tonic::server::{Grpc, NamedService, UnaryService};
 use tonic::{Request, Response, Status};
 use tracing::Level;
 
+use super::codec::{Encoded, EncodedResponseCodec};
 use super::convert::decode_spec;
 use super::{ApiState, finish};
 use crate::cache::Loaded;
 use crate::domain::{Error, SpecId, micros_now};
-use crate::proto::registryfacade::spec_provider_server::SpecProvider;
-use crate::proto::registryfacade::{GetImageSpecRequest, GetImageSpecResponse, ImageSpec};
+use crate::proto::registryfacade::spec_provider_server::SERVICE_NAME;
+use crate::proto::registryfacade::{GetImageSpecRequest, GetImageSpecResponse};
+
+/// The one method of the service, as a request path.
+const GET_IMAGE_SPEC_PATH: &str = "/registryfacade.SpecProvider/GetImageSpec";
+
+/// The method's name in logs and metrics.
+const GET_IMAGE_SPEC: &str = "registryfacade.SpecProvider/GetImageSpec";
 
 /// The SpecProvider service registry facades call.
 #[derive(Clone)]
@@ -24,44 +45,150 @@ impl ProviderService {
         Self { state }
     }
 
-    async fn get_image_spec(&self, raw_id: &str) -> Result<GetImageSpecResponse, Error> {
+    /// The encoded `GetImageSpecResponse` for `raw_id`.
+    async fn get_image_spec(&self, raw_id: &str) -> Result<Encoded, Error> {
         let id = SpecId::parse(raw_id).map_err(|reason| Error::invalid("id", reason))?;
         let store = self.state.store()?;
-        let spec = self
+        let answer = self
             .state
             .cache
             .get_or_load(id.as_str(), || async {
                 store
                     .get_spec(&id, micros_now())
                     .await?
-                    .map(|served| Loaded::from_served(served, decode_spec))
+                    .map(|served| Loaded::from_served(served, encode_answer))
                     .transpose()
             })
             .await?
             .ok_or_else(|| Error::not_found(id.as_str()))?;
-        // A clone of the decoded spec: tonic encodes it again on every answer, which the
-        // benchmark (docs/benchmarks.md) shows costs little next to the rest of an RPC.
-        Ok(GetImageSpecResponse {
-            spec: Some(ImageSpec::clone(&spec)),
+        Ok(Encoded(answer))
+    }
+}
+
+/// The bytes of the `GetImageSpecResponse` that carries a stored spec. The stored bytes are
+/// decoded and encoded again rather than framed as they are: what is sent is then prost's
+/// encoding of a valid spec whatever the database holds, and a damaged row is an error here,
+/// once per miss, not a malformed answer to every registry facade.
+pub(super) fn encode_answer(stored: &[u8]) -> Result<Bytes, Error> {
+    let spec = decode_spec(stored)?;
+    Ok(GetImageSpecResponse { spec: Some(spec) }
+        .encode_to_vec()
+        .into())
+}
+
+/// The tower service of `registryfacade.SpecProvider`, for tonic's router.
+#[derive(Clone)]
+pub struct SpecProviderServer {
+    inner: Arc<ProviderService>,
+}
+
+impl SpecProviderServer {
+    /// Serves `service`.
+    pub fn new(service: ProviderService) -> Self {
+        Self {
+            inner: Arc::new(service),
+        }
+    }
+}
+
+impl NamedService for SpecProviderServer {
+    const NAME: &'static str = SERVICE_NAME;
+}
+
+impl<B> tower_service::Service<http::Request<B>> for SpecProviderServer
+where
+    B: Body + Send + 'static,
+    B::Error: Into<StdError> + Send + 'static,
+{
+    type Response = http::Response<tonic::body::Body>;
+    type Error = Infallible;
+    type Future = BoxFuture<Self::Response, Self::Error>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        if request.uri().path() != GET_IMAGE_SPEC_PATH {
+            return Box::pin(async { Ok(unimplemented()) });
+        }
+        let method = GetImageSpec(self.inner.clone());
+        Box::pin(async move {
+            let mut grpc = Grpc::new(EncodedResponseCodec::<GetImageSpecRequest>::default());
+            Ok(grpc.unary(method, request).await)
         })
     }
 }
 
-#[tonic::async_trait]
-impl SpecProvider for ProviderService {
-    async fn get_image_spec(
-        &self,
-        request: Request<GetImageSpecRequest>,
-    ) -> Result<Response<GetImageSpecResponse>, Status> {
-        let started = Instant::now();
-        let id = request.into_inner().id;
-        let result = ProviderService::get_image_spec(self, &id).await;
-        finish(
-            "registryfacade.SpecProvider/GetImageSpec",
-            &id,
-            started,
-            Level::DEBUG,
-            result,
-        )
+/// GetImageSpec as tonic's unary service.
+struct GetImageSpec(Arc<ProviderService>);
+
+impl UnaryService<GetImageSpecRequest> for GetImageSpec {
+    type Response = Encoded;
+    type Future = BoxFuture<Response<Encoded>, Status>;
+
+    fn call(&mut self, request: Request<GetImageSpecRequest>) -> Self::Future {
+        let service = self.0.clone();
+        Box::pin(async move {
+            let started = Instant::now();
+            let id = request.into_inner().id;
+            let result = service.get_image_spec(&id).await;
+            finish(GET_IMAGE_SPEC, &id, started, Level::DEBUG, result)
+        })
+    }
+}
+
+/// The answer to a method this service does not have: UNIMPLEMENTED, as tonic's generated
+/// services give it.
+fn unimplemented() -> http::Response<tonic::body::Body> {
+    let mut response = http::Response::new(tonic::body::Body::default());
+    let headers = response.headers_mut();
+    headers.insert(
+        Status::GRPC_STATUS,
+        http::HeaderValue::from(tonic::Code::Unimplemented as i32),
+    );
+    headers.insert(
+        http::header::CONTENT_TYPE,
+        tonic::metadata::GRPC_CONTENT_TYPE,
+    );
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::registryfacade::ImageSpec;
+
+    #[test]
+    fn the_answer_is_prosts_encoding_of_the_response_with_the_stored_spec() {
+        let spec = ImageSpec {
+            base_ref: "docker.io/library/ubuntu:24.04".into(),
+            ide_layer_ref: vec!["ide:1".into()],
+            ..ImageSpec::default()
+        };
+        let answer = encode_answer(&spec.encode_to_vec()).unwrap();
+        assert_eq!(
+            answer.as_ref(),
+            GetImageSpecResponse {
+                spec: Some(spec.clone())
+            }
+            .encode_to_vec()
+            .as_slice()
+        );
+        assert_eq!(
+            GetImageSpecResponse::decode(answer).unwrap().spec,
+            Some(spec)
+        );
+    }
+
+    #[test]
+    fn an_empty_spec_is_still_sent_as_a_present_spec() {
+        let answer = encode_answer(&[]).unwrap();
+        assert_eq!(answer.as_ref(), [0x0a, 0x00], "field 1, length 0");
+    }
+
+    #[test]
+    fn a_damaged_stored_spec_is_an_internal_error() {
+        assert!(matches!(encode_answer(&[0xff]), Err(Error::Internal(_))));
     }
 }

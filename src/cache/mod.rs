@@ -1,5 +1,8 @@
-//! The GetImageSpec read cache: decoded specs and, briefly, "not found" answers, in memory,
-//! bounded in bytes (moka), and coherent with the database.
+//! The GetImageSpec read cache: found answers, already encoded, and, briefly, "not found"
+//! answers, in memory, bounded in bytes (moka), and coherent with the database.
+//!
+//! A found answer is kept as the bytes it is sent as (the encoded `GetImageSpecResponse`), so a
+//! hit neither clones nor encodes a spec: see `crate::api::provider`.
 //!
 //! # Coherence
 //!
@@ -34,6 +37,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use moka::notification::RemovalCause;
 use moka::sync::Cache;
@@ -44,10 +48,9 @@ use prometheus::{IntCounter, IntGauge, Registry};
 use crate::config::CacheSettings;
 use crate::domain::{Error, micros_now};
 use crate::metrics::cache::CacheMetrics;
-use crate::proto::registryfacade::ImageSpec;
 use crate::store::ServedSpec;
 
-/// Bytes counted for an entry on top of its id and encoded spec: moka's node, the key's and the
+/// Bytes counted for an entry on top of its id and encoded answer: moka's node, the key's and the
 /// entry's headers. An estimate; it keeps millions of tiny "not found" entries from being free.
 const ENTRY_OVERHEAD_BYTES: u32 = 128;
 
@@ -76,8 +79,8 @@ struct Inner {
 /// A cached answer.
 #[derive(Clone)]
 struct Entry {
-    /// The spec, or `None` for "not found".
-    spec: Option<Arc<ImageSpec>>,
+    /// The encoded answer, or `None` for "not found".
+    answer: Option<Bytes>,
     /// When the record expires (found answers only).
     expire_time: Option<DateTime<Utc>>,
     /// How long moka keeps the entry: until `expire_time`, `negative_ttl`, or `None` (until
@@ -109,24 +112,21 @@ impl moka::Expiry<String, Entry> for EntryExpiry {
 /// What a lookup in the store found, for [`SpecCache::get_or_load`] to cache.
 #[derive(Debug)]
 pub struct Loaded {
-    /// The decoded spec.
-    pub spec: ImageSpec,
+    /// The answer, encoded as it is sent.
+    pub answer: Bytes,
     /// When its record expires.
     pub expire_time: Option<DateTime<Utc>>,
-    /// The size of its encoding, for the weigher.
-    pub encoded_len: usize,
 }
 
 impl Loaded {
-    /// The store's answer, with its spec decoded by `decode`.
+    /// The store's answer, with its stored spec turned into the answer's bytes by `encode`.
     pub fn from_served(
         served: ServedSpec,
-        decode: impl FnOnce(&[u8]) -> Result<ImageSpec, Error>,
+        encode: impl FnOnce(&[u8]) -> Result<Bytes, Error>,
     ) -> Result<Self, Error> {
         Ok(Self {
-            spec: decode(&served.spec)?,
+            answer: encode(&served.spec)?,
             expire_time: served.expire_time,
-            encoded_len: served.spec.len(),
         })
     }
 }
@@ -181,28 +181,24 @@ impl SpecCache {
 
     /// The answer for `id`: from the cache, or from `load` (the store) on a miss, which then
     /// fills the cache unless an invalidation ran meanwhile.
-    pub async fn get_or_load<F, Fut>(
-        &self,
-        id: &str,
-        load: F,
-    ) -> Result<Option<Arc<ImageSpec>>, Error>
+    pub async fn get_or_load<F, Fut>(&self, id: &str, load: F) -> Result<Option<Bytes>, Error>
     where
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<Option<Loaded>, Error>>,
     {
         let Some(inner) = &self.inner else {
-            return Ok(load().await?.map(|loaded| Arc::new(loaded.spec)));
+            return Ok(load().await?.map(|loaded| loaded.answer));
         };
         if inner.bypass.load(Ordering::SeqCst) {
             inner.metrics.misses.inc();
-            return Ok(load().await?.map(|loaded| Arc::new(loaded.spec)));
+            return Ok(load().await?.map(|loaded| loaded.answer));
         }
         if let Some(entry) = inner.entries.get(id) {
             // moka's clock is not the wall clock the store compares `expire_time` with: check
             // it here, so that a cached answer never outlives what the store would say.
             if entry.expire_time.is_none_or(|expire| expire > micros_now()) {
                 inner.metrics.hits.inc();
-                return Ok(entry.spec);
+                return Ok(entry.answer);
             }
             inner.entries.invalidate(id);
         }
@@ -218,25 +214,25 @@ impl SpecCache {
                     Some(expire) => match (expire - micros_now()).to_std() {
                         Ok(left) => Some(left),
                         // Expired since the store read it: answer, but do not cache.
-                        Err(_) => return Ok(Some(Arc::new(loaded.spec))),
+                        Err(_) => return Ok(Some(loaded.answer)),
                     },
                 };
                 Entry {
-                    spec: Some(Arc::new(loaded.spec)),
+                    weight: weight(id, loaded.answer.len()),
+                    answer: Some(loaded.answer),
                     expire_time: loaded.expire_time,
                     ttl,
-                    weight: weight(id, loaded.encoded_len),
                 }
             }
             None if inner.negative_ttl.is_zero() => return Ok(None),
             None => Entry {
-                spec: None,
+                answer: None,
                 expire_time: None,
                 ttl: Some(inner.negative_ttl),
                 weight: weight(id, 0),
             },
         };
-        let answer = entry.spec.clone();
+        let answer = entry.answer.clone();
         if inner.fill_allowed(stripe, epoch) {
             inner.entries.insert(id.to_owned(), entry);
             if !inner.fill_allowed(stripe, epoch) {
@@ -305,7 +301,7 @@ impl Inner {
     }
 }
 
-/// The weight of an entry for `id` whose spec encodes to `encoded_len` bytes.
+/// The weight of an entry for `id` whose answer encodes to `encoded_len` bytes.
 fn weight(id: &str, encoded_len: usize) -> u32 {
     u32::try_from(id.len().saturating_add(encoded_len))
         .unwrap_or(u32::MAX)
@@ -379,23 +375,19 @@ mod tests {
         SpecCache::new(&settings, false, &metrics, &registry).unwrap()
     }
 
-    fn spec(tag: &str) -> ImageSpec {
-        ImageSpec {
-            base_ref: format!("docker.io/library/ubuntu:{tag}"),
-            ..ImageSpec::default()
-        }
+    fn spec(tag: &str) -> Bytes {
+        Bytes::from(format!("an encoded answer, {tag}"))
     }
 
     fn found(tag: &str) -> Option<Loaded> {
         Some(Loaded {
-            spec: spec(tag),
+            answer: spec(tag),
             expire_time: None,
-            encoded_len: 40,
         })
     }
 
     /// Looks `id` up with a store that must not be asked.
-    async fn cached(cache: &SpecCache, id: &str) -> Option<Arc<ImageSpec>> {
+    async fn cached(cache: &SpecCache, id: &str) -> Option<Bytes> {
         cache
             .get_or_load(id, || async { panic!("the store was asked for {id}") })
             .await
@@ -406,8 +398,8 @@ mod tests {
     async fn answers_found_and_not_found_from_the_cache_once_loaded() {
         let cache = cache(Duration::from_secs(60));
         let loaded = cache.get_or_load("a", || async { Ok(found("1")) }).await;
-        assert_eq!(loaded.unwrap().as_deref(), Some(&spec("1")));
-        assert_eq!(cached(&cache, "a").await.as_deref(), Some(&spec("1")));
+        assert_eq!(loaded.unwrap(), Some(spec("1")));
+        assert_eq!(cached(&cache, "a").await, Some(spec("1")));
         assert_eq!(
             cache.get_or_load("b", || async { Ok(None) }).await.unwrap(),
             None
@@ -444,8 +436,8 @@ mod tests {
         );
         let next = cache.get_or_load("a", || async { Ok(found("1")) }).await;
         assert_eq!(
-            next.unwrap().as_deref(),
-            Some(&spec("1")),
+            next.unwrap(),
+            Some(spec("1")),
             "the stale \"not found\" was not cached"
         );
     }
@@ -461,16 +453,12 @@ mod tests {
         assert!(!cache.is_active());
         for tag in ["2", "3"] {
             let answer = cache.get_or_load("a", || async { Ok(found(tag)) }).await;
-            assert_eq!(answer.unwrap().as_deref(), Some(&spec(tag)));
+            assert_eq!(answer.unwrap(), Some(spec(tag)));
         }
         cache.resume();
         let answer = cache.get_or_load("a", || async { Ok(found("4")) }).await;
-        assert_eq!(
-            answer.unwrap().as_deref(),
-            Some(&spec("4")),
-            "nothing kept from before"
-        );
-        assert_eq!(cached(&cache, "a").await.as_deref(), Some(&spec("4")));
+        assert_eq!(answer.unwrap(), Some(spec("4")), "nothing kept from before");
+        assert_eq!(cached(&cache, "a").await, Some(spec("4")));
     }
 
     #[tokio::test]
@@ -484,7 +472,7 @@ mod tests {
             .get_or_load("a", || async { Ok(Some(expired_soon)) })
             .await
             .unwrap();
-        assert_eq!(cached(&cache, "a").await.as_deref(), Some(&spec("1")));
+        assert_eq!(cached(&cache, "a").await, Some(spec("1")));
         // Waiting for the clock itself, which is what expiry is about.
         tokio::time::sleep(Duration::from_millis(40)).await;
         assert_eq!(
@@ -501,6 +489,6 @@ mod tests {
             None
         );
         let answer = cache.get_or_load("a", || async { Ok(found("1")) }).await;
-        assert_eq!(answer.unwrap().as_deref(), Some(&spec("1")));
+        assert_eq!(answer.unwrap(), Some(spec("1")));
     }
 }

@@ -5,14 +5,15 @@ use std::future::Future;
 use std::time::{Duration, Instant};
 
 use prost::Message;
-use spec_provider::proto::registryfacade::{GetImageSpecRequest, ImageSpec};
+use spec_provider::proto::registryfacade::{GetImageSpecRequest, GetImageSpecResponse, ImageSpec};
 use spec_provider::proto::specprovider::v1::{DeleteSpecRequest, PutSpecRequest};
 use sqlx::{AssertSqlSafe, Connection, PgConnection};
 use tonic::Code;
 
 use crate::app::{DEADLINE, TestApp, spawn_app_with};
 use crate::db::Backend;
-use crate::fixtures::{minimal_spec, put};
+use crate::fixtures::{full_spec, minimal_spec, put};
+use crate::grpc::raw_call;
 use crate::observability::scrape;
 
 /// Runs each named test on both backends.
@@ -28,6 +29,7 @@ macro_rules! on_both_backends {
 }
 
 on_both_backends!(
+    the_bytes_on_the_wire_are_protobufs_encoding_on_a_miss_and_on_a_hit,
     a_write_after_a_cached_miss_is_seen_at_once_on_the_same_replica,
     a_cached_spec_stops_answering_when_it_expires,
     the_cache_metrics_count_hits_misses_entries_and_evictions,
@@ -131,6 +133,44 @@ async fn metric(app: &TestApp, name: &str) -> f64 {
         .await
         .value(name, &[])
         .unwrap_or_else(|| panic!("no metric {name}"))
+}
+
+async fn the_bytes_on_the_wire_are_protobufs_encoding_on_a_miss_and_on_a_hit(backend: Backend) {
+    let app = spawn(backend).await;
+    let spec = full_spec(3);
+    put_spec(&app, put("wire-1", spec.clone())).await;
+    let expected = GetImageSpecResponse {
+        spec: Some(spec.clone()),
+    }
+    .encode_to_vec();
+    for (attempt, hits) in [("a miss", 0.0), ("a hit", 1.0)] {
+        let hits_before = metric(&app, "spec_provider_cache_hits_total").await;
+        let answer = raw_call(
+            &app,
+            "/registryfacade.SpecProvider/GetImageSpec",
+            GetImageSpecRequest {
+                id: "wire-1".into(),
+            },
+        )
+        .await
+        .unwrap();
+        assert_eq!(answer, expected, "the answer to {attempt}");
+        assert_eq!(
+            metric(&app, "spec_provider_cache_hits_total").await - hits_before,
+            hits,
+            "{attempt}"
+        );
+    }
+    let status = raw_call(
+        &app,
+        "/registryfacade.SpecProvider/GetImageSpec",
+        GetImageSpecRequest {
+            id: "not-there".into(),
+        },
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(status.code(), Code::NotFound);
 }
 
 async fn a_write_after_a_cached_miss_is_seen_at_once_on_the_same_replica(backend: Backend) {

@@ -17,6 +17,7 @@ use crate::fixtures::{full_spec, labels, minimal_spec, put};
 
 on_both_backends!(
     a_facade_gets_back_exactly_the_spec_registered_through_admin,
+    an_unknown_method_of_spec_provider_is_unimplemented,
     get_image_spec_of_an_unknown_id_is_not_found,
     get_image_spec_rejects_empty_and_malformed_ids,
     put_spec_follows_the_generation_rules,
@@ -85,6 +86,67 @@ async fn a_facade_gets_back_exactly_the_spec_registered_through_admin(backend: B
         hex::encode(<sha2::Sha256 as sha2::Digest>::digest(spec.encode_to_vec()))
     );
     assert_eq!(record.spec_digest, expected_digest);
+}
+
+/// A codec that hands back an answer's bytes as they came, to check what is on the wire (the
+/// server writes cached answers as stored bytes, not through prost).
+struct RawAnswer<T>(std::marker::PhantomData<T>);
+
+impl<T: Message + Send + 'static> tonic::codec::Codec for RawAnswer<T> {
+    type Encode = T;
+    type Decode = Vec<u8>;
+    type Encoder = tonic_prost::ProstEncoder<T>;
+    type Decoder = RawAnswer<T>;
+
+    fn encoder(&mut self) -> Self::Encoder {
+        tonic_prost::ProstEncoder::default()
+    }
+
+    fn decoder(&mut self) -> Self::Decoder {
+        Self(std::marker::PhantomData)
+    }
+}
+
+impl<T> tonic::codec::Decoder for RawAnswer<T> {
+    type Item = Vec<u8>;
+    type Error = tonic::Status;
+
+    fn decode(
+        &mut self,
+        src: &mut tonic::codec::DecodeBuf<'_>,
+    ) -> Result<Option<Vec<u8>>, tonic::Status> {
+        use bytes::Buf;
+        Ok(Some(src.copy_to_bytes(src.remaining()).to_vec()))
+    }
+}
+
+/// Calls `path` on `app` with `request`; the answer's bytes.
+pub async fn raw_call<T: Message + Send + 'static>(
+    app: &TestApp,
+    path: &'static str,
+    request: T,
+) -> Result<Vec<u8>, tonic::Status> {
+    let mut grpc = tonic::client::Grpc::new(app.channel.clone());
+    grpc.ready().await.unwrap();
+    grpc.unary(
+        tonic::Request::new(request),
+        tonic::codegen::http::uri::PathAndQuery::from_static(path),
+        RawAnswer::<T>(std::marker::PhantomData),
+    )
+    .await
+    .map(tonic::Response::into_inner)
+}
+
+async fn an_unknown_method_of_spec_provider_is_unimplemented(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let status = raw_call(
+        &app,
+        "/registryfacade.SpecProvider/GetSomethingElse",
+        GetImageSpecRequest { id: "x".into() },
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(status.code(), Code::Unimplemented, "{status:?}");
 }
 
 async fn get_image_spec_of_an_unknown_id_is_not_found(backend: Backend) {

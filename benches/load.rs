@@ -468,7 +468,16 @@ async fn fill(
             .execute(&mut conn)
             .await?;
         }
-        sqlx::query("ANALYZE specs").execute(&mut conn).await?;
+        // Settle the bulk load before measuring: VACUUM sets the hint bits and the visibility
+        // map (or the first reads of each page would write it), CHECKPOINT writes the dirty pages
+        // out (or reads that evict them would, on this machine's slow disk stalling for hundreds
+        // of milliseconds). CHECKPOINT needs a superuser or pg_checkpoint; without, say so.
+        sqlx::query("VACUUM (ANALYZE) specs")
+            .execute(&mut conn)
+            .await?;
+        if let Err(err) = sqlx::query("CHECKPOINT").execute(&mut conn).await {
+            eprintln!("  CHECKPOINT after the fill failed ({err}); measuring anyway");
+        }
     } else {
         let options = sqlx::sqlite::SqliteConnectOptions::from_str(url)?
             .busy_timeout(Duration::from_secs(30));
@@ -492,6 +501,11 @@ async fn fill(
             .await?;
         }
         sqlx::query("ANALYZE").execute(&mut conn).await?;
+        // As with PostgreSQL: the bulk load's pages go from the write-ahead log to the database
+        // file now, not in the middle of a measurement.
+        sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+            .execute(&mut conn)
+            .await?;
     }
     Ok(started.elapsed())
 }
@@ -1086,7 +1100,7 @@ async fn scale(
     }
     let (batch_size, batch_pause) = (sweeping.sweeper.batch_size, sweeping.sweeper.batch_pause);
     let sweeper = Server::start(sweeping, 1).await?;
-    let expire_in = Duration::from_secs(5);
+    let expire_in = Duration::from_secs(15);
     let expire = chrono::Utc::now() + chrono::Duration::from_std(expire_in)?;
     let expire_at = Instant::now() + expire_in;
     let filled = fill(url, "expired-", SWEPT_RECORDS, Some(expire)).await?;

@@ -54,8 +54,8 @@ pub trait Store: Send + Sync + 'static {
     /// Deletes at most `batch_size` records expired at `now`; returns how many it deleted.
     async fn delete_expired(&self, now: DateTime<Utc>, batch_size: u32) -> Result<u64, Error>;
 
-    /// How many live records there are at `now`. It reads every row's expiry, so it is meant for
-    /// a gauge refreshed now and then, not for requests.
+    /// How many live records there are at `now`. It counts every row's index entry, so it is
+    /// meant for a gauge refreshed now and then, not for requests.
     async fn count(&self, now: DateTime<Utc>) -> Result<u64, Error>;
 
     /// The state of the connection pools, for metrics.

@@ -763,7 +763,13 @@ impl Grpc {
     async fn connect(addr: std::net::SocketAddr) -> anyhow::Result<Self> {
         let tcp = tokio::net::TcpStream::connect(addr).await?;
         tcp.set_nodelay(true)?;
-        let (send, connection) = h2::client::handshake(tcp).await?;
+        // hyper's (and so tonic's) default windows, not h2's 64 KiB: with 64 KiB for the whole
+        // connection, a few dozen concurrent answers of ~600 bytes wait for window updates.
+        let (send, connection) = h2::client::Builder::new()
+            .initial_window_size(2 * 1024 * 1024)
+            .initial_connection_window_size(5 * 1024 * 1024)
+            .handshake(tcp)
+            .await?;
         tokio::spawn(async move {
             let _ = connection.await;
         });

@@ -178,8 +178,8 @@ impl Default for SweeperSettings {
     fn default() -> Self {
         Self {
             interval: Duration::from_secs(60),
-            batch_size: 1000,
-            batch_pause: Duration::from_millis(100),
+            batch_size: 500,
+            batch_pause: Duration::from_millis(50),
         }
     }
 }

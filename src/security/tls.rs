@@ -244,6 +244,8 @@ impl AsyncWrite for Conn {
     /// where smaller answers (Health/Check) share one write with many others. Without vectored
     /// writes, answers up to 1 KiB are copied into h2's buffer and written together: the
     /// benchmark measured about 50 % more writes per found answer before this (docs/benchmarks.md).
+    /// The price: an answer over 1 KiB goes out as two writes (h2's buffer, then the payload)
+    /// instead of one vectored write.
     fn is_write_vectored(&self) -> bool {
         false
     }

@@ -69,7 +69,7 @@ impl ProviderService {
 /// decoded and encoded again rather than framed as they are: what is sent is then prost's
 /// encoding of a valid spec whatever the database holds, and a damaged row is an error here,
 /// once per miss, not a malformed answer to every registry facade.
-pub(super) fn encode_answer(stored: &[u8]) -> Result<Bytes, Error> {
+fn encode_answer(stored: &[u8]) -> Result<Bytes, Error> {
     let spec = decode_spec(stored)?;
     Ok(GetImageSpecResponse { spec: Some(spec) }
         .encode_to_vec()

@@ -20,7 +20,7 @@ use crate::proto::specprovider::v1::{GetSpecRequest, ListSpecsRequest, PutSpecRe
 
 use super::client::{AdminClient, ClientArgs, describe_status, status_error};
 use super::output::{OutputFormat, write_json};
-use super::specs::{labels_from, parse_label};
+use super::specs::{FilterArgs, labels_from, parse_label};
 
 /// Entries imported at once: enough to hide round trips, few enough not to crowd the server.
 const IMPORT_CONCURRENCY: usize = 8;
@@ -51,12 +51,8 @@ pub(super) struct ImportArgs {
 pub(super) struct ExportArgs {
     #[command(flatten)]
     client: ClientArgs,
-    /// Only ids that start with this.
-    #[arg(long)]
-    prefix: Option<String>,
-    /// Only records carrying this label (repeatable: all must match).
-    #[arg(long = "label", value_name = "KEY=VALUE", value_parser = parse_label)]
-    labels: Vec<(String, String)>,
+    #[command(flatten)]
+    filter: FilterArgs,
 }
 
 /// Reads an ImageSpec, naming the path of the field at fault (such as
@@ -305,7 +301,7 @@ fn exit_code(success: bool) -> ExitCode {
 /// Writes every matching record as a fixed spec file to stdout, one entry per line, page by page
 /// (so an export of many large specs never sits in memory whole).
 pub(super) async fn export(args: ExportArgs) -> anyhow::Result<ExitCode> {
-    let labels = labels_from(&args.labels)?;
+    let labels = labels_from(&args.filter.labels)?;
     let mut admin = args.client.connect().await?;
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     let mut page_token = String::new();
@@ -316,7 +312,7 @@ pub(super) async fn export(args: ExportArgs) -> anyhow::Result<ExitCode> {
             .list_specs(ListSpecsRequest {
                 page_size: EXPORT_PAGE_SIZE,
                 page_token: std::mem::take(&mut page_token),
-                id_prefix: args.prefix.clone().unwrap_or_default(),
+                id_prefix: args.filter.prefix.clone().unwrap_or_default(),
                 labels: labels.clone(),
                 view: SpecView::Full.into(),
             })

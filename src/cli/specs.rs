@@ -56,17 +56,24 @@ pub(super) struct GetArgs {
     record: bool,
 }
 
+/// Which records `list` and `export` take: `[--prefix P] [--label k=v]...`.
+#[derive(Debug, clap::Args)]
+pub(super) struct FilterArgs {
+    /// Only ids that start with this.
+    #[arg(long)]
+    pub(super) prefix: Option<String>,
+    /// Only records carrying this label (repeatable: all must match).
+    #[arg(long = "label", value_name = "KEY=VALUE", value_parser = parse_label)]
+    pub(super) labels: Vec<(String, String)>,
+}
+
 /// `list [--prefix P] [--label k=v]... [--full] [--limit N]`
 #[derive(Debug, clap::Args)]
 pub(super) struct ListArgs {
     #[command(flatten)]
     client: ClientArgs,
-    /// Only ids that start with this.
-    #[arg(long)]
-    prefix: Option<String>,
-    /// Only records carrying this label (repeatable: all must match).
-    #[arg(long = "label", value_name = "KEY=VALUE", value_parser = parse_label)]
-    labels: Vec<(String, String)>,
+    #[command(flatten)]
+    filter: FilterArgs,
     /// Include each record's spec (JSON), or its base image (table).
     #[arg(long)]
     full: bool,
@@ -181,7 +188,7 @@ pub(super) async fn get(args: GetArgs) -> anyhow::Result<ExitCode> {
 pub(super) async fn list(args: ListArgs) -> anyhow::Result<ExitCode> {
     let mut admin = args.client.connect().await?;
     let format = args.client.output();
-    let labels = labels_from(&args.labels)?;
+    let labels = labels_from(&args.filter.labels)?;
     let mut remaining = args.limit.unwrap_or(usize::MAX);
     let mut page_token = String::new();
     let mut table_rows = Vec::new();
@@ -193,7 +200,7 @@ pub(super) async fn list(args: ListArgs) -> anyhow::Result<ExitCode> {
             .list_specs(ListSpecsRequest {
                 page_size,
                 page_token: std::mem::take(&mut page_token),
-                id_prefix: args.prefix.clone().unwrap_or_default(),
+                id_prefix: args.filter.prefix.clone().unwrap_or_default(),
                 labels: labels.clone(),
                 view: if args.full {
                     SpecView::Full

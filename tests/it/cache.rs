@@ -16,18 +16,6 @@ use crate::fixtures::{full_spec, minimal_spec, put};
 use crate::grpc::raw_call;
 use crate::observability::scrape;
 
-/// Runs each named test on both backends.
-macro_rules! on_both_backends {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $( #[tokio::test] async fn $name() { super::$name(crate::db::Backend::Sqlite).await } )*
-        }
-        mod postgres {
-            $( #[tokio::test] async fn $name() { super::$name(crate::db::Backend::Postgres).await } )*
-        }
-    };
-}
-
 on_both_backends!(
     the_bytes_on_the_wire_are_protobufs_encoding_on_a_miss_and_on_a_hit,
     a_write_after_a_cached_miss_is_seen_at_once_on_the_same_replica,

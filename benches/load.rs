@@ -1,10 +1,11 @@
 //! `make bench`: a load generator for spec-provider.
 //!
-//! It starts the servers itself, in this process, on port 0 (one with the read cache, one
-//! without, on the same database), fills the database in batches of raw SQL, then drives each
-//! scenario over HTTP/2 with many concurrent streams (tonic clients on a few channels, one task
-//! per stream) and reports requests per second and latency percentiles (hdrhistogram), for
-//! PostgreSQL and SQLite. It writes the results to `docs/benchmarks.md`.
+//! It starts the servers itself, in this process but on a tokio runtime of their own, on port 0
+//! (one with the read cache, one without, on the same database), fills the database in batches
+//! of raw SQL, then drives each scenario over HTTP/2 with many concurrent streams (one task per
+//! stream; fixed-rate scenarios paced by a thread of their own) and reports requests per second
+//! and latency percentiles (hdrhistogram), for PostgreSQL and SQLite. It writes the results to
+//! `docs/benchmarks.md`.
 //!
 //! Load generator and servers share the machine's cores, as they would not in production: the
 //! numbers compare scenarios with each other (a read against `Health/Check`, the floor of any
@@ -50,6 +51,17 @@ const HOT_IDS: u64 = 1000;
 
 /// Rows per fill statement.
 const FILL_BATCH: u64 = 50_000;
+
+/// The shortest sleep of the pacer of fixed-rate scenarios ([`pace_requests`]): at ~10,000
+/// requests a second it wakes for every 2-3 requests. Waking for each one cost so much CPU time
+/// on the two cores the servers share that p99 at half of peak rose again (three alternating
+/// 3-second runs: 0.7-2.0 ms with this grain, 4.6-10 ms waking for each request).
+const PACER_GRAIN: Duration = Duration::from_micros(250);
+
+/// How many times `--duration` the fixed-rate scenarios last, whose p99 is what they are for: a
+/// p99 over 5 seconds (500 of 50,000 requests) is the length of the longest stall of this shared
+/// machine in those seconds more often than not.
+const FIXED_RATE_LENGTH: u32 = 3;
 
 /// Expired records the sweeper scenario has deleted.
 const SWEPT_RECORDS: u64 = 100_000;
@@ -170,8 +182,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
     writeln!(report, "{}", machine())?;
     writeln!(
         report,
-        "Run: `cargo bench --bench load --{}`: {} records, {} per scenario after a {} warm-up, {} concurrent requests on {} \
-         HTTP/2 connections.\n",
+        "Run: `cargo bench --bench load --{}`: {} records, {} per scenario after a {} warm-up \
+         (fixed-rate scenarios: {} after {}), {} concurrent requests on {} HTTP/2 connections.\n",
         std::env::args()
             .skip(1)
             .filter(|arg| arg != "--bench")
@@ -180,6 +192,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
         args.records,
         humantime::format_duration(args.duration),
         humantime::format_duration(args.duration / 5),
+        humantime::format_duration(args.duration * FIXED_RATE_LENGTH),
+        humantime::format_duration(args.duration * FIXED_RATE_LENGTH / 5),
         args.concurrency,
         args.channels,
     )?;
@@ -330,6 +344,21 @@ impl Scratch {
     }
 }
 
+/// The runtime the servers run on: a multi-threaded tokio runtime of their own, with a worker per
+/// core as `spec-provider serve` has, so that the load generator's tasks do not queue among the
+/// servers' (they share the cores, not the run queues).
+fn server_runtime() -> &'static tokio::runtime::Runtime {
+    static RUNTIME: std::sync::LazyLock<tokio::runtime::Runtime> = std::sync::LazyLock::new(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(std::thread::available_parallelism().map_or(2, usize::from))
+            .thread_name("server")
+            .enable_all()
+            .build()
+            .expect("a tokio runtime for the servers")
+    });
+    &RUNTIME
+}
+
 /// A server running in this process, and clients of it.
 struct Server {
     channels: Vec<Channel>,
@@ -341,13 +370,25 @@ struct Server {
 impl Server {
     /// Starts a server in this process, with `channels` connections to it of each client kind.
     async fn start(settings: Settings, channels: usize) -> anyhow::Result<Self> {
-        let app = Application::build(settings).await?;
-        let addr = app.local_addr();
-        let metrics_addr = app.metrics_addr();
         let (stop, stopped) = oneshot::channel();
-        tokio::spawn(app.run(async {
-            let _ = stopped.await;
-        }));
+        let (built, addrs) = oneshot::channel();
+        server_runtime().spawn(async move {
+            match Application::build(settings).await {
+                Ok(app) => {
+                    let _ = built.send(Ok((app.local_addr(), app.metrics_addr())));
+                    let stop = async {
+                        let _ = stopped.await;
+                    };
+                    if let Err(error) = app.run(stop).await {
+                        eprintln!("  a server stopped: {error:#}");
+                    }
+                }
+                Err(error) => {
+                    let _ = built.send(Err(error));
+                }
+            }
+        });
+        let (addr, metrics_addr) = addrs.await??;
         let mut connected = Vec::new();
         let mut grpc = Vec::new();
         for _ in 0..channels {
@@ -515,11 +556,12 @@ async fn fill(
 enum Pace {
     /// Each task sends its next request as soon as the previous one is answered.
     Closed,
-    /// The tasks together send this many requests per second, on a fixed schedule. A request's
-    /// latency counts from when it was due if its task was still waiting for the answer to its
-    /// previous request then (so a stalled server is not flattered), else from when it was
-    /// sent (so the load generator's own timer, late by up to a millisecond in tokio, is not
-    /// counted). [`Outcome::from_due`] has the latency counted from when due in every case.
+    /// The tasks together send this many requests per second, on a fixed schedule kept by a
+    /// pacer thread ([`pace_requests`]), each task in turn. A request's latency counts from when
+    /// it was due if its task was still waiting for the answer to its previous request then (so
+    /// a stalled server is not flattered), else from when it was sent (so the pacer's lateness,
+    /// up to [`PACER_GRAIN`] and whatever the scheduler adds, is not counted).
+    /// [`Outcome::from_due`] has the latency counted from when due in every case.
     Rate(f64),
 }
 
@@ -560,8 +602,25 @@ where
         tokio::time::sleep_until(start.into()).await;
         process_cpu()
     });
+    // With a rate, a pacer thread hands the due times out to the tasks, in turn.
+    let mut dues = Vec::new();
+    if let Pace::Rate(rate) = pace {
+        let mut senders = Vec::new();
+        for _ in 0..concurrency {
+            let (send, receive) = tokio::sync::mpsc::unbounded_channel();
+            senders.push(send);
+            dues.push(Some(receive));
+        }
+        let finished = finished.clone();
+        std::thread::Builder::new()
+            .name("pacer".into())
+            .spawn(move || pace_requests(rate, &senders, &*finished))
+            .expect("a pacer thread");
+    } else {
+        dues.resize_with(concurrency, || None);
+    }
     let mut tasks = Vec::new();
-    for task in 0..concurrency {
+    for (task, mut dues) in dues.into_iter().enumerate() {
         let request = request.clone();
         let finished = finished.clone();
         tasks.push(tokio::spawn(async move {
@@ -570,22 +629,14 @@ where
             let (mut ok, mut errors) = (0u64, 0u64);
             // When this task's previous request was answered.
             let mut answered = Instant::now();
-            let mut interval = match pace {
-                Pace::Closed => None,
-                Pace::Rate(rate) => {
-                    let period = Duration::from_secs_f64(concurrency as f64 / rate);
-                    // Spread the tasks over one period, not all at its start.
-                    let offset = period.mul_f64(task as f64 / concurrency as f64);
-                    let mut interval =
-                        tokio::time::interval_at(tokio::time::Instant::now() + offset, period);
-                    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
-                    Some(interval)
-                }
-            };
             let mut n = 0u64;
             loop {
-                let due = match &mut interval {
-                    Some(interval) => interval.tick().await.into_std(),
+                let due = match &mut dues {
+                    // The pacer stops handing out due times when the measurement is over.
+                    Some(dues) => match dues.recv().await {
+                        Some(due) => due,
+                        None => break,
+                    },
                     None => Instant::now(),
                 };
                 if finished(due) {
@@ -631,6 +682,29 @@ where
     };
     eprintln!("  {}", outcome.row());
     outcome
+}
+
+/// Hands out the due times of `rate` requests a second, in turn to each of `tasks`, until
+/// `finished`. A thread of its own, sleeping between due times: tokio's timers have a resolution
+/// of a millisecond, so tasks with intervals of their own woke together at each millisecond and
+/// sent their requests in bursts, which then waited on each other in the server (p50 ~1 ms at
+/// half of peak). It sleeps at least [`PACER_GRAIN`], handing out all that are due when it wakes.
+fn pace_requests(
+    rate: f64,
+    tasks: &[tokio::sync::mpsc::UnboundedSender<Instant>],
+    finished: &(dyn Fn(Instant) -> bool + Send + Sync),
+) {
+    let first = Instant::now();
+    for (n, task) in (0u64..).zip(tasks.iter().cycle()) {
+        let due = first + Duration::from_secs_f64(n as f64 / rate);
+        let now = Instant::now();
+        if due > now {
+            std::thread::sleep((due - now).max(PACER_GRAIN));
+        }
+        if finished(due) || task.send(due).is_err() {
+            return;
+        }
+    }
 }
 
 /// The CPU time (user and system) this process (servers and load generator) has used, from
@@ -935,7 +1009,7 @@ async fn bench_backend(args: &Args, backend: &str) -> anyhow::Result<String> {
     let server = cached.clone();
     let half_peak = measure(
         &format!("GetImageSpec, cache hit, at half peak ({half:.0}/s)"),
-        duration.clone(),
+        Until::Elapsed(args.duration * FIXED_RATE_LENGTH),
         concurrency,
         Pace::Rate(half),
         move |task, n| get_ok(server.grpc(task), record_id(spread(task, n, hot)), found()),
@@ -1088,7 +1162,7 @@ async fn scale(
     let rate = peak.rps() / 2.0;
     let before = measure(
         &format!("GetImageSpec, cache off, {rate:.0}/s, no sweep"),
-        duration,
+        Until::Elapsed(args.duration * FIXED_RATE_LENGTH),
         readers,
         Pace::Rate(rate),
         read(uncached.clone()),

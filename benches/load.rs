@@ -344,13 +344,12 @@ impl Scratch {
     }
 }
 
-/// The runtime the servers run on: a multi-threaded tokio runtime of their own, with a worker per
-/// core as `spec-provider serve` has, so that the load generator's tasks do not queue among the
-/// servers' (they share the cores, not the run queues).
+/// The runtime the servers run on: a multi-threaded tokio runtime of their own, with tokio's
+/// defaults as `spec-provider serve` has them (a worker per core), so that the load generator's
+/// tasks do not queue among the servers' (they share the cores, not the run queues).
 fn server_runtime() -> &'static tokio::runtime::Runtime {
     static RUNTIME: std::sync::LazyLock<tokio::runtime::Runtime> = std::sync::LazyLock::new(|| {
         tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(std::thread::available_parallelism().map_or(2, usize::from))
             .thread_name("server")
             .enable_all()
             .build()

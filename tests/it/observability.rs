@@ -9,7 +9,7 @@ use spec_provider::proto::registryfacade::GetImageSpecRequest;
 use spec_provider::proto::specprovider::v1::PutSpecRequest;
 use spec_provider::proto::specprovider::v1::spec_admin_client::SpecAdminClient;
 use spec_provider::server::LIVENESS_SERVICE;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tonic::Code;
 use tonic_health::pb::HealthCheckRequest;
@@ -19,7 +19,7 @@ use crate::app::{DEADLINE, TestApp, spawn_app, spawn_app_with, start};
 use crate::db::{Backend, TestDb};
 use crate::fixtures::{full_spec, minimal_spec, put};
 use crate::gate::behind_gate;
-use crate::process::ServerProcess;
+use crate::process::{self, ServerProcess};
 
 on_both_backends!(
     grpc_metrics_count_exactly_the_rpcs_sent_with_go_names_and_codes,
@@ -400,10 +400,72 @@ async fn json_log_lines_carry_the_request_id_method_code_and_latency() {
         assert_eq!(event["code"], code, "{event}");
         assert_eq!(event["level"], "INFO", "{event}");
         assert!(event["latency_ms"].as_f64().is_some(), "{event}");
+        // Spans are not exported: the span carries the request id alone, no `otel.*` fields.
+        assert_eq!(
+            event["span"],
+            serde_json::json!({ "name": "grpc", "request_id": request_id }),
+            "{event}"
+        );
         if code != "OK" {
             assert!(event["status_message"].is_string(), "{event}");
         }
     }
+}
+
+/// Text log lines written to a pipe (a file, a log collector) carry no colour escape codes, and
+/// an RPC's line is prefixed with its request id alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn text_log_lines_to_a_pipe_are_plain() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("specs.db").display());
+    let mut child = process::command(&url, &[("SPEC_PROVIDER__LOG__FORMAT", "text")])
+        .spawn()
+        .expect("starting spec-provider");
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut next_line_with = async |text: &str| {
+        let wait = async {
+            loop {
+                let line = lines
+                    .next_line()
+                    .await
+                    .unwrap()
+                    .expect("spec-provider exited");
+                if line.contains(text) {
+                    return line;
+                }
+            }
+        };
+        tokio::time::timeout(DEADLINE, wait)
+            .await
+            .unwrap_or_else(|_| panic!("no log line with {text:?} within the deadline"))
+    };
+
+    let listening = next_line_with("spec-provider listening").await;
+    assert!(!listening.contains('\x1b'), "{listening:?}");
+    let addr = listening
+        .split_whitespace()
+        .find_map(|field| field.strip_prefix("local_addr="))
+        .expect("the address in the line");
+    let channel = tonic::transport::Channel::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut request = tonic::Request::new(put("ws-text", minimal_spec(1)));
+    request
+        .metadata_mut()
+        .insert("x-request-id", "req-text-1".parse().unwrap());
+    SpecAdminClient::new(channel)
+        .put_spec(request)
+        .await
+        .unwrap();
+
+    let rpc = next_line_with("req-text-1").await;
+    assert!(!rpc.contains('\x1b'), "{rpc:?}");
+    assert!(
+        rpc.contains(r#"grpc{request_id="req-text-1"}: spec_provider::api: rpc"#),
+        "{rpc:?}"
+    );
 }
 
 // Helpers

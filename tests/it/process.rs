@@ -15,6 +15,25 @@ use crate::app::{DEADLINE, wait_for_health};
 
 const BIN: &str = env!("CARGO_BIN_EXE_spec-provider");
 
+/// `spec-provider serve` on `database_url`, with port 0 listeners, a short health check interval,
+/// nothing of this process's environment but `PATH` and `env`, and standard output piped (not a
+/// terminal), killed when dropped.
+pub fn command(database_url: &str, env: &[(&str, &str)]) -> Command {
+    let mut command = Command::new(BIN);
+    command
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("SPEC_PROVIDER__SERVER__LISTEN", "127.0.0.1:0")
+        .env("SPEC_PROVIDER__SERVER__METRICS_LISTEN", "127.0.0.1:0")
+        .env("SPEC_PROVIDER__DATABASE__URL", database_url)
+        .env("SPEC_PROVIDER__HEALTH__CHECK_INTERVAL", "100ms")
+        .envs(env.iter().copied())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true);
+    command
+}
+
 /// A running `spec-provider serve`, killed when dropped.
 pub struct ServerProcess {
     /// The process (killed when this is dropped).
@@ -31,19 +50,8 @@ impl ServerProcess {
     /// Starts the binary on `database_url` with port 0 listeners, JSON logs and the extra
     /// `SPEC_PROVIDER__…` variables in `env`; returns once it announced its addresses.
     pub async fn start(database_url: &str, env: &[(&str, &str)]) -> ServerProcess {
-        let mut command = Command::new(BIN);
-        command
-            .env_clear()
-            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .env("SPEC_PROVIDER__SERVER__LISTEN", "127.0.0.1:0")
-            .env("SPEC_PROVIDER__SERVER__METRICS_LISTEN", "127.0.0.1:0")
-            .env("SPEC_PROVIDER__DATABASE__URL", database_url)
-            .env("SPEC_PROVIDER__HEALTH__CHECK_INTERVAL", "100ms")
-            .env("SPEC_PROVIDER__LOG__FORMAT", "json")
-            .envs(env.iter().copied())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .kill_on_drop(true);
+        let mut command = command(database_url, &[("SPEC_PROVIDER__LOG__FORMAT", "json")]);
+        command.envs(env.iter().copied());
         let mut child = command.spawn().expect("starting spec-provider");
         let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
         let announce = async {

@@ -112,8 +112,9 @@ struct Args {
 }
 
 /// The head of a table of [`Outcome::row`]s.
-const TABLE_HEAD: &str = "| scenario | requests/s | CPU µs/request | stolen ms | p50 ms | p99 ms | \
-                          p99.9 ms | errors |\n|---|---:|---:|---:|---:|---:|---:|---:|\n";
+const TABLE_HEAD: &str = "| scenario | requests/s | CPU µs/request | servers' CPU µs/request | \
+                          stolen ms | p50 ms | p99 ms | p99.9 ms | errors |\n\
+                          |---|---:|---:|---:|---:|---:|---:|---:|---:|\n";
 
 /// One scenario's results.
 struct Outcome {
@@ -123,6 +124,8 @@ struct Outcome {
     elapsed: Duration,
     /// CPU time this process used meanwhile (servers and load generator; not PostgreSQL's).
     cpu: Duration,
+    /// The part of `cpu` the servers' threads used ([`server_cpu`]).
+    server_cpu: Duration,
     /// Time the hypervisor ran something else on this VM's cores meanwhile ([`stolen`]).
     stolen: Duration,
     latency: Histogram<u64>,
@@ -162,6 +165,7 @@ impl Outcome {
         self.errors += other.errors;
         self.elapsed += other.elapsed;
         self.cpu += other.cpu;
+        self.server_cpu += other.server_cpu;
         self.stolen += other.stolen;
         self.latency.add(other.latency).expect("same bounds");
     }
@@ -171,12 +175,18 @@ impl Outcome {
         self.cpu.as_secs_f64() * 1e6 / self.requests.max(1) as f64
     }
 
+    /// CPU time of the servers' threads per request, in microseconds.
+    fn server_cpu_us(&self) -> f64 {
+        self.server_cpu.as_secs_f64() * 1e6 / self.requests.max(1) as f64
+    }
+
     fn row(&self) -> String {
         format!(
-            "| {} | {:.0} | {:.0} | {} | {:.2} | {:.2} | {:.2} | {} |",
+            "| {} | {:.0} | {:.0} | {:.0} | {} | {:.2} | {:.2} | {:.2} | {} |",
             self.name,
             self.rps(),
             self.cpu_us(),
+            self.server_cpu_us(),
             self.stolen.as_millis(),
             self.ms(0.5),
             self.ms(0.99),
@@ -195,6 +205,10 @@ fn main() -> anyhow::Result<()> {
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
+    // The servers log as `spec-provider serve` does (the default filter, text lines; a request
+    // span per RPC), into a sink instead of this program's output.
+    let _telemetry =
+        spec_provider::telemetry::init_with_writer(&Settings::default(), std::io::sink)?;
     let mut report = String::new();
     writeln!(report, "{}", machine())?;
     writeln!(
@@ -616,7 +630,7 @@ where
     // The process's CPU time once the warm-up is over.
     let cpu_at_start = tokio::spawn(async move {
         tokio::time::sleep_until(start.into()).await;
-        (process_cpu(), stolen())
+        (process_cpu(), server_cpu(), stolen())
     });
     // With a rate, a pacer thread hands the due times out to the tasks, in turn.
     let mut dues = Vec::new();
@@ -694,8 +708,9 @@ where
         requests += ok;
         errors += failed;
     }
-    let (cpu_then, stolen_then) = cpu_at_start.await.expect("the CPU time task");
+    let (cpu_then, server_cpu_then, stolen_then) = cpu_at_start.await.expect("the CPU time task");
     let cpu = process_cpu().saturating_sub(cpu_then);
+    let server_cpu = server_cpu().saturating_sub(server_cpu_then);
     let stolen = stolen().saturating_sub(stolen_then);
     let outcome = Outcome {
         name: name.to_owned(),
@@ -703,6 +718,7 @@ where
         errors,
         elapsed: start.elapsed(),
         cpu,
+        server_cpu,
         stolen,
         latency,
         from_due: matches!(pace, Pace::Rate(_)).then_some(from_due),
@@ -775,6 +791,31 @@ fn process_cpu() -> Duration {
                 .sum()
         })
         .unwrap_or(0);
+    Duration::from_millis(ticks * 10)
+}
+
+/// The CPU time (user and system) the servers' threads have used: the server runtime's (named
+/// `server`) and SQLite's worker threads, from `/proc/self/task/*/stat`, in clock ticks of 10 ms.
+/// The rest of [`process_cpu`] is the load generator's. A thread that exited took its time with
+/// it; the servers' threads live as long as the servers.
+fn server_cpu() -> Duration {
+    let ticks: u64 = std::fs::read_dir("/proc/self/task")
+        .into_iter()
+        .flatten()
+        .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("stat")).ok())
+        .filter_map(|stat| {
+            let (head, rest) = stat.rsplit_once(") ")?;
+            // The thread's name, cut to 15 bytes by the kernel.
+            let name = head.split_once(" (")?.1;
+            (name == "server" || name.starts_with("sqlx-sqlite")).then(|| {
+                rest.split_whitespace()
+                    .skip(11)
+                    .take(2)
+                    .filter_map(|field| field.parse::<u64>().ok())
+                    .sum::<u64>()
+            })
+        })
+        .sum();
     Duration::from_millis(ticks * 10)
 }
 
@@ -1137,7 +1178,8 @@ async fn bench_backend(args: &Args, backend: &str) -> anyhow::Result<String> {
     let ratios = |of: &Rounds| {
         let ratios = of.ratios_to(&check);
         format!(
-            "**{:.2}** (rounds: {}; by CPU time per request: {:.2})",
+            "**{:.2}** (rounds: {}; by CPU time per request: {:.2}, by the servers' alone: \
+             {:.2})",
             median(&ratios),
             ratios
                 .iter()
@@ -1145,6 +1187,7 @@ async fn bench_backend(args: &Args, backend: &str) -> anyhow::Result<String> {
                 .collect::<Vec<_>>()
                 .join(", "),
             check.total.cpu_us() / of.total.cpu_us(),
+            check.total.server_cpu_us() / of.total.server_cpu_us(),
         )
     };
     writeln!(

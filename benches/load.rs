@@ -776,47 +776,43 @@ fn probe_wakeups(
 }
 
 /// The CPU time (user and system) this process (servers and load generator) has used, from
-/// `/proc/self/stat`, in clock ticks of 10 ms (USER_HZ is 100 on Linux).
+/// `/proc/self/stat`.
 fn process_cpu() -> Duration {
     let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    // The fields after the command name, which is in parentheses and may contain spaces:
-    // state is the first, utime the 12th and stime the 13th.
-    let ticks: u64 = stat
-        .rsplit_once(") ")
-        .map(|(_, rest)| {
-            rest.split_whitespace()
-                .skip(11)
-                .take(2)
-                .filter_map(|field| field.parse::<u64>().ok())
-                .sum()
-        })
-        .unwrap_or(0);
-    Duration::from_millis(ticks * 10)
+    Duration::from_millis(stat_cpu_ticks(&stat).map_or(0, |(_, ticks)| ticks) * 10)
 }
 
 /// The CPU time (user and system) the servers' threads have used: the server runtime's (named
-/// `server`) and SQLite's worker threads, from `/proc/self/task/*/stat`, in clock ticks of 10 ms.
-/// The rest of [`process_cpu`] is the load generator's. A thread that exited took its time with
-/// it; the servers' threads live as long as the servers.
+/// `server`) and SQLite's worker threads, from `/proc/self/task/*/stat`. The rest of
+/// [`process_cpu`] is the load generator's. A thread that exited took its time with it; the
+/// servers' threads live as long as the servers.
 fn server_cpu() -> Duration {
     let ticks: u64 = std::fs::read_dir("/proc/self/task")
         .into_iter()
         .flatten()
         .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("stat")).ok())
         .filter_map(|stat| {
-            let (head, rest) = stat.rsplit_once(") ")?;
-            // The thread's name, cut to 15 bytes by the kernel.
-            let name = head.split_once(" (")?.1;
-            (name == "server" || name.starts_with("sqlx-sqlite")).then(|| {
-                rest.split_whitespace()
-                    .skip(11)
-                    .take(2)
-                    .filter_map(|field| field.parse::<u64>().ok())
-                    .sum::<u64>()
-            })
+            let (name, ticks) = stat_cpu_ticks(&stat)?;
+            (name == "server" || name.starts_with("sqlx-sqlite")).then_some(ticks)
         })
         .sum();
     Duration::from_millis(ticks * 10)
+}
+
+/// The command or thread name (cut to 15 bytes by the kernel) and the user + system CPU time, in
+/// clock ticks of 10 ms (USER_HZ is 100 on Linux), of a process's or thread's `stat` file.
+fn stat_cpu_ticks(stat: &str) -> Option<(&str, u64)> {
+    // The name is in parentheses and may contain spaces; of the fields after it, state is the
+    // first, utime the 12th and stime the 13th.
+    let (head, rest) = stat.rsplit_once(") ")?;
+    let name = head.split_once(" (")?.1;
+    let ticks = rest
+        .split_whitespace()
+        .skip(11)
+        .take(2)
+        .filter_map(|field| field.parse::<u64>().ok())
+        .sum();
+    Some((name, ticks))
 }
 
 /// The time the hypervisor has run something else while this VM's cores had work (the `steal`

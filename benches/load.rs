@@ -142,21 +142,21 @@ impl Outcome {
     }
 
     fn ms(&self, quantile: f64) -> f64 {
-        self.latency.value_at_quantile(quantile) as f64 / 1000.0
+        ms_at(&self.latency, quantile)
     }
 
     /// The latency at `quantile` counted from when each request was due ([`Pace::Rate`] only).
     fn due_ms(&self, quantile: f64) -> f64 {
         self.from_due
             .as_ref()
-            .map_or(f64::NAN, |h| h.value_at_quantile(quantile) as f64 / 1000.0)
+            .map_or(f64::NAN, |h| ms_at(h, quantile))
     }
 
     /// How late, at `quantile`, the bare thread of [`probe_wakeups`] woke, in milliseconds.
     fn wakeup_ms(&self, quantile: f64) -> f64 {
         self.wakeups
             .as_ref()
-            .map_or(f64::NAN, |h| h.value_at_quantile(quantile) as f64 / 1000.0)
+            .map_or(f64::NAN, |h| ms_at(h, quantile))
     }
 
     /// Adds `other`, a later measurement of the same scenario.
@@ -779,7 +779,7 @@ fn probe_wakeups(
 /// `/proc/self/stat`.
 fn process_cpu() -> Duration {
     let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    Duration::from_millis(stat_cpu_ticks(&stat).map_or(0, |(_, ticks)| ticks) * 10)
+    clock_ticks(stat_cpu_ticks(&stat).map_or(0, |(_, ticks)| ticks))
 }
 
 /// The CPU time (user and system) the servers' threads have used: the server runtime's (named
@@ -796,11 +796,11 @@ fn server_cpu() -> Duration {
             (name == "server" || name.starts_with("sqlx-sqlite")).then_some(ticks)
         })
         .sum();
-    Duration::from_millis(ticks * 10)
+    clock_ticks(ticks)
 }
 
 /// The command or thread name (cut to 15 bytes by the kernel) and the user + system CPU time, in
-/// clock ticks of 10 ms (USER_HZ is 100 on Linux), of a process's or thread's `stat` file.
+/// clock ticks, of a process's or thread's `stat` file.
 fn stat_cpu_ticks(stat: &str) -> Option<(&str, u64)> {
     // The name is in parentheses and may contain spaces; of the fields after it, state is the
     // first, utime the 12th and stime the 13th.
@@ -815,9 +815,15 @@ fn stat_cpu_ticks(stat: &str) -> Option<(&str, u64)> {
     Some((name, ticks))
 }
 
+/// A count of the clock ticks `/proc` counts CPU time in, as a duration: USER_HZ is 100 on Linux,
+/// so a tick is 10 ms.
+fn clock_ticks(ticks: u64) -> Duration {
+    Duration::from_millis(ticks.saturating_mul(10))
+}
+
 /// The time the hypervisor has run something else while this VM's cores had work (the `steal`
-/// column of `/proc/stat`, all cores together, in clock ticks of 10 ms): a stall no code in this
-/// VM can do anything about, so a scenario's table row shows how much of it there was.
+/// column of `/proc/stat`, all cores together): a stall no code in this VM can do anything
+/// about, so a scenario's table row shows how much of it there was.
 fn stolen() -> Duration {
     let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
     // "cpu  user nice system idle iowait irq softirq steal ...": steal is the 8th number.
@@ -826,7 +832,7 @@ fn stolen() -> Duration {
         .next()
         .and_then(|all| all.split_whitespace().nth(8)?.parse::<u64>().ok())
         .unwrap_or(0);
-    Duration::from_millis(ticks * 10)
+    clock_ticks(ticks)
 }
 
 /// A duration in whole microseconds, at least 1, for a histogram.
@@ -909,6 +915,11 @@ fn median(values: &[f64]) -> f64 {
         n if n % 2 == 1 => sorted[n / 2],
         n => (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0,
     }
+}
+
+/// The value at `quantile` of a histogram of microseconds ([`new_histogram`]), in milliseconds.
+fn ms_at(histogram: &Histogram<u64>, quantile: f64) -> f64 {
+    histogram.value_at_quantile(quantile) as f64 / 1000.0
 }
 
 /// A histogram of microseconds, from 1 µs to a minute, 3 significant digits.

@@ -2,9 +2,9 @@
 //! per service, plus the conversions and the one mapping of [`Error`] to [`Status`].
 
 mod admin;
-mod codec;
 mod convert;
 mod provider;
+mod wire;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -1,27 +1,26 @@
 //! `registryfacade.SpecProvider`: the hot read path of every image pull.
 //!
 //! The service is wired here by hand instead of through tonic's generated `SpecProviderServer`,
-//! for one reason: a found answer is encoded once, when it is read from the store, and the read
-//! cache keeps those bytes, so a cache hit neither clones nor encodes a spec
-//! ([`EncodedResponseCodec`] writes them out as they are). The wire contract is unchanged; the
-//! tests compare the bytes served with prost's encoding of the same message.
+//! for one reason: a found answer is encoded and framed once, when it is read from the store, and
+//! the read cache keeps those bytes, so a cache hit neither clones, encodes nor copies a spec:
+//! the cached bytes are the DATA frame's payload ([`super::wire`]). The wire contract is
+//! unchanged; the tests compare the bytes served with prost's encoding of the same message.
 
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
+use anyhow::anyhow;
 use bytes::Bytes;
 use http_body::Body;
-use prost::Message;
+use tonic::Status;
 use tonic::codegen::{BoxFuture, StdError};
-use tonic::server::{Grpc, NamedService, UnaryService};
-use tonic::{Request, Response, Status};
+use tonic::server::NamedService;
 use tracing::Level;
 
-use super::codec::{Encoded, EncodedResponseCodec};
 use super::convert::decode_spec;
-use super::{ApiState, finish};
+use super::{ApiState, finish, wire};
 use crate::cache::Loaded;
 use crate::domain::{Error, SpecId, micros_now};
 use crate::proto::registryfacade::spec_provider_server::SERVICE_NAME;
@@ -45,8 +44,8 @@ impl ProviderService {
         Self { state }
     }
 
-    /// The encoded `GetImageSpecResponse` for `raw_id`.
-    async fn get_image_spec(&self, raw_id: &str) -> Result<Encoded, Error> {
+    /// The framed `GetImageSpecResponse` for `raw_id`.
+    async fn get_image_spec(&self, raw_id: &str) -> Result<Bytes, Error> {
         let id = SpecId::parse(raw_id).map_err(|reason| Error::invalid("id", reason))?;
         let store = self.state.store()?;
         let answer = self
@@ -61,19 +60,18 @@ impl ProviderService {
             })
             .await?
             .ok_or_else(|| Error::not_found(id.as_str()))?;
-        Ok(Encoded(answer))
+        Ok(answer)
     }
 }
 
-/// The bytes of the `GetImageSpecResponse` that carries a stored spec. The stored bytes are
-/// decoded and encoded again rather than framed as they are: what is sent is then prost's
-/// encoding of a valid spec whatever the database holds, and a damaged row is an error here,
-/// once per miss, not a malformed answer to every registry facade.
+/// The framed `GetImageSpecResponse` (see [`wire::frame`]) that carries a stored spec. The
+/// stored bytes are decoded and encoded again rather than framed as they are: what is sent is
+/// then prost's encoding of a valid spec whatever the database holds, and a damaged row is an
+/// error here, once per miss, not a malformed answer to every registry facade.
 fn encode_answer(stored: &[u8]) -> Result<Bytes, Error> {
     let spec = decode_spec(stored)?;
-    Ok(GetImageSpecResponse { spec: Some(spec) }
-        .encode_to_vec()
-        .into())
+    wire::frame(&GetImageSpecResponse { spec: Some(spec) })
+        .ok_or_else(|| Error::Internal(anyhow!("a stored spec is too large to send")))
 }
 
 /// The tower service of `registryfacade.SpecProvider`, for tonic's router.
@@ -98,6 +96,7 @@ impl NamedService for SpecProviderServer {
 impl<B> tower_service::Service<http::Request<B>> for SpecProviderServer
 where
     B: Body + Send + 'static,
+    B::Data: Send,
     B::Error: Into<StdError> + Send + 'static,
 {
     type Response = http::Response<tonic::body::Body>;
@@ -112,28 +111,20 @@ where
         if request.uri().path() != GET_IMAGE_SPEC_PATH {
             return Box::pin(async { Ok(unimplemented()) });
         }
-        let method = GetImageSpec(self.inner.clone());
+        let service = self.inner.clone();
         Box::pin(async move {
-            let mut grpc = Grpc::new(EncodedResponseCodec::<GetImageSpecRequest>::default());
-            Ok(grpc.unary(method, request).await)
-        })
-    }
-}
-
-/// GetImageSpec as tonic's unary service.
-struct GetImageSpec(Arc<ProviderService>);
-
-impl UnaryService<GetImageSpecRequest> for GetImageSpec {
-    type Response = Encoded;
-    type Future = BoxFuture<Response<Encoded>, Status>;
-
-    fn call(&mut self, request: Request<GetImageSpecRequest>) -> Self::Future {
-        let service = self.0.clone();
-        Box::pin(async move {
+            let id = match wire::read_unary::<GetImageSpecRequest, B>(request).await {
+                Ok(request) => request.id,
+                Err(status) => return Ok(status.into_http()),
+            };
             let started = Instant::now();
-            let id = request.into_inner().id;
             let result = service.get_image_spec(&id).await;
-            finish(GET_IMAGE_SPEC, &id, started, Level::DEBUG, result)
+            Ok(
+                match finish(GET_IMAGE_SPEC, &id, started, Level::DEBUG, result) {
+                    Ok(answer) => wire::answer(answer.into_inner()),
+                    Err(status) => status.into_http(),
+                },
+            )
         })
     }
 }
@@ -156,6 +147,8 @@ fn unimplemented() -> http::Response<tonic::body::Body> {
 
 #[cfg(test)]
 mod tests {
+    use prost::Message;
+
     use super::*;
     use crate::proto::registryfacade::ImageSpec;
 
@@ -166,9 +159,15 @@ mod tests {
             ide_layer_ref: vec!["ide:1".into()],
             ..ImageSpec::default()
         };
-        let answer = encode_answer(&spec.encode_to_vec()).unwrap();
+        let framed = encode_answer(&spec.encode_to_vec()).unwrap();
+        let (prefix, answer) = framed.split_at(wire::PREFIX_BYTES);
+        assert_eq!(prefix[0], 0, "not compressed");
         assert_eq!(
-            answer.as_ref(),
+            prefix[1..],
+            u32::try_from(answer.len()).unwrap().to_be_bytes()
+        );
+        assert_eq!(
+            answer,
             GetImageSpecResponse {
                 spec: Some(spec.clone())
             }
@@ -183,8 +182,12 @@ mod tests {
 
     #[test]
     fn an_empty_spec_is_still_sent_as_a_present_spec() {
-        let answer = encode_answer(&[]).unwrap();
-        assert_eq!(answer.as_ref(), [0x0a, 0x00], "field 1, length 0");
+        let framed = encode_answer(&[]).unwrap();
+        assert_eq!(
+            framed.as_ref(),
+            [0, 0, 0, 0, 2, 0x0a, 0x00],
+            "a 2-byte message: field 1, length 0"
+        );
     }
 
     #[test]

@@ -1,8 +1,9 @@
 //! The GetImageSpec read cache: found answers, already encoded, and, briefly, "not found"
 //! answers, in memory, bounded in bytes (moka), and coherent with the database.
 //!
-//! A found answer is kept as the bytes it is sent as (the encoded `GetImageSpecResponse`), so a
-//! hit neither clones nor encodes a spec: see `crate::api::provider`.
+//! A found answer is kept as the bytes it is sent as (the `GetImageSpecResponse`, encoded and
+//! framed as a gRPC message), so a hit neither clones, encodes nor copies a spec: see
+//! `crate::api::provider`.
 //!
 //! # Coherence
 //!

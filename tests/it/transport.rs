@@ -4,8 +4,9 @@
 
 use std::time::{Duration, Instant};
 
-use spec_provider::proto::registryfacade::GetImageSpecRequest;
+use prost::Message;
 use spec_provider::proto::registryfacade::spec_provider_client::SpecProviderClient;
+use spec_provider::proto::registryfacade::{GetImageSpecRequest, GetImageSpecResponse};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tonic::Code;
@@ -220,7 +221,7 @@ async fn oversized_metadata_is_refused_with_resource_exhausted_and_the_server_go
 #[tokio::test]
 async fn a_message_over_the_size_limit_is_out_of_range() {
     let app = app_with(|_| {}).await;
-    // GetImageSpec keeps tonic's 4 MiB limit: its request is an id.
+    // GetImageSpec takes requests of up to 64 KiB: its request is an id.
     let mut provider =
         SpecProviderClient::new(app.channel.clone()).max_encoding_message_size(usize::MAX);
     let refused = provider
@@ -230,6 +231,154 @@ async fn a_message_over_the_size_limit_is_out_of_range() {
         .await
         .unwrap_err();
     assert_eq!(refused.code(), Code::OutOfRange, "{refused:?}");
+    assert_still_answers(&app).await;
+}
+
+/// What a raw HTTP/2 client received for one request: the response head, its DATA frames and
+/// its trailers.
+struct RawAnswer {
+    head: http::response::Parts,
+    data: Vec<bytes::Bytes>,
+    trailers: Option<http::HeaderMap>,
+}
+
+/// Sends `body` to `path` on `app` over a raw HTTP/2 connection, with the gRPC request headers
+/// and `extra_headers`.
+async fn raw_unary(
+    app: &TestApp,
+    path: &str,
+    extra_headers: &[(&str, &str)],
+    body: Vec<u8>,
+) -> RawAnswer {
+    let tcp = TcpStream::connect(app.addr).await.unwrap();
+    let (client, connection) = h2::client::handshake(tcp).await.unwrap();
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    let mut client = client.ready().await.unwrap();
+    let mut request = http::Request::builder()
+        .method("POST")
+        .uri(format!("http://{}{path}", app.addr))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers");
+    for (name, value) in extra_headers {
+        request = request.header(*name, *value);
+    }
+    let (response, mut send) = client
+        .send_request(request.body(()).unwrap(), false)
+        .unwrap();
+    send.send_data(body.into(), true).unwrap();
+    tokio::time::timeout(DEADLINE, async {
+        let (head, mut body) = response.await.unwrap().into_parts();
+        let mut data = Vec::new();
+        while let Some(chunk) = body.data().await {
+            let chunk = chunk.unwrap();
+            let _ = body.flow_control().release_capacity(chunk.len());
+            data.push(chunk);
+        }
+        let trailers = body.trailers().await.unwrap();
+        RawAnswer {
+            head,
+            data,
+            trailers,
+        }
+    })
+    .await
+    .expect("an answer within the deadline")
+}
+
+/// `message` framed as a gRPC message: flag 0, its length, its bytes.
+fn framed(message: &impl Message) -> Vec<u8> {
+    let encoded = message.encode_to_vec();
+    let mut framed = vec![0];
+    framed.extend_from_slice(&u32::try_from(encoded.len()).unwrap().to_be_bytes());
+    framed.extend_from_slice(&encoded);
+    framed
+}
+
+#[tokio::test]
+async fn a_get_image_spec_answer_has_the_shape_of_tonics_answers_on_the_wire() {
+    let app = app_with(|_| {}).await;
+    let spec_path = "/registryfacade.SpecProvider/GetImageSpec";
+    let request = framed(&GetImageSpecRequest { id: "ws-1".into() });
+    // The first call fills the cache, the second is a hit: both go out the same way.
+    for _ in 0..2 {
+        let answer = raw_unary(&app, spec_path, &[], request.clone()).await;
+        assert_eq!(answer.head.status, http::StatusCode::OK);
+        assert_eq!(answer.head.headers["content-type"], "application/grpc");
+        assert_eq!(
+            answer.head.headers.get("grpc-status"),
+            None,
+            "not trailers-only"
+        );
+        let expected = framed(&GetImageSpecResponse {
+            spec: Some(full_spec(1)),
+        });
+        assert_eq!(answer.data.concat(), expected);
+        let trailers = answer.trailers.expect("trailers");
+        assert_eq!(trailers["grpc-status"], "0");
+        assert_eq!(trailers.len(), 1, "{trailers:?}");
+    }
+    // Health/Check goes through tonic's own machinery: the same head and trailers.
+    let check = raw_unary(
+        &app,
+        "/grpc.health.v1.Health/Check",
+        &[],
+        framed(&HealthCheckRequest::default()),
+    )
+    .await;
+    assert_eq!(check.head.headers["content-type"], "application/grpc");
+    assert_eq!(
+        check.trailers.expect("trailers").keys().collect::<Vec<_>>(),
+        ["grpc-status"]
+    );
+}
+
+#[tokio::test]
+async fn malformed_get_image_spec_requests_get_errors_that_say_what_is_wrong() {
+    let app = app_with(|_| {}).await;
+    let spec_path = "/registryfacade.SpecProvider/GetImageSpec";
+    let request = framed(&GetImageSpecRequest { id: "ws-1".into() });
+    let status_of = |answer: &RawAnswer| {
+        // Errors are trailers-only answers: the status is in the head.
+        let code = answer.head.headers["grpc-status"]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        let message = answer
+            .head
+            .headers
+            .get("grpc-message")
+            .map(|m| m.to_str().unwrap().to_owned())
+            .unwrap_or_default();
+        (code, message)
+    };
+
+    let compressed = raw_unary(
+        &app,
+        spec_path,
+        &[("grpc-encoding", "gzip")],
+        request.clone(),
+    )
+    .await;
+    assert_eq!(
+        status_of(&compressed).0,
+        (Code::Unimplemented as i32).to_string()
+    );
+    assert_eq!(compressed.head.headers["grpc-accept-encoding"], "identity");
+
+    let twice = [request.clone(), request.clone()].concat();
+    let (code, message) = status_of(&raw_unary(&app, spec_path, &[], twice).await);
+    assert_eq!(code, (Code::Internal as i32).to_string());
+    assert!(
+        message.contains("one%20message%20is%20expected"),
+        "{message}"
+    );
+
+    let (code, message) = status_of(&raw_unary(&app, spec_path, &[], Vec::new()).await);
+    assert_eq!(code, (Code::Internal as i32).to_string());
+    assert!(message.contains("missing%20request%20message"), "{message}");
+
     assert_still_answers(&app).await;
 }
 

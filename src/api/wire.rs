@@ -1,0 +1,259 @@
+//! gRPC on the wire for the hand-wired SpecProvider (`super::provider`): reading a unary
+//! request, and sending an answer that is already a framed message.
+//!
+//! tonic's server machinery copies every answer into a fresh 8 KiB buffer to frame it, on every
+//! call; the read cache keeps answers framed (see [`frame`]), so a hit hands the cached bytes
+//! to HTTP/2 as they are. What goes on the wire is what tonic sends: response headers with
+//! `content-type: application/grpc`, one DATA frame with the message, and `grpc-status: 0` in
+//! the trailers; errors are tonic's trailers-only answers ([`Status::into_http`]).
+
+use std::convert::Infallible;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::{BufMut, Bytes};
+use http::{HeaderMap, HeaderValue};
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+use prost::Message;
+use tonic::Status;
+use tonic::codegen::StdError;
+use tonic::metadata::{GRPC_CONTENT_TYPE, MetadataValue};
+
+/// Length of the prefix of every gRPC message: a compression flag and a 4-byte big-endian length.
+pub const PREFIX_BYTES: usize = 5;
+
+/// Most bytes a unary request's body may have. A GetImageSpec request is an id (at most 256
+/// bytes long, see `SpecId`), so this is generous; what is larger is refused before it is read
+/// in full.
+pub const MAX_UNARY_REQUEST_BYTES: usize = 64 * 1024;
+
+/// The header that names a message's compression, and the one that lists what a peer accepts.
+const ENCODING_HEADER: &str = "grpc-encoding";
+const ACCEPT_ENCODING_HEADER: &str = "grpc-accept-encoding";
+
+/// `message` as it goes on the wire: uncompressed, after its length; `None` if it is longer
+/// than a gRPC message can be (4 GiB).
+pub fn frame(message: &impl Message) -> Option<Bytes> {
+    let len = message.encoded_len();
+    let prefix_len = u32::try_from(len).ok()?;
+    let mut framed = Vec::with_capacity(PREFIX_BYTES + len);
+    framed.put_u8(0);
+    framed.put_u32(prefix_len);
+    message.encode_raw(&mut framed);
+    Some(framed.into())
+}
+
+/// The one message of a unary request. Errors are what tonic's unary handling answers: a
+/// compressed request is UNIMPLEMENTED (this server accepts uncompressed messages only, and says
+/// so in `grpc-accept-encoding`), a too large one OUT_OF_RANGE, a malformed one INTERNAL.
+pub async fn read_unary<M, B>(request: http::Request<B>) -> Result<M, Status>
+where
+    M: Message + Default,
+    B: Body,
+    B::Error: Into<StdError>,
+{
+    if let Some(encoding) = request.headers().get(ENCODING_HEADER)
+        && encoding != "identity"
+    {
+        let mut status = Status::unimplemented(format!(
+            "the request is compressed with {encoding:?}; this server accepts uncompressed \
+             messages only"
+        ));
+        status.metadata_mut().insert(
+            ACCEPT_ENCODING_HEADER,
+            MetadataValue::from_static("identity"),
+        );
+        return Err(status);
+    }
+    let body = Limited::new(request.into_body(), MAX_UNARY_REQUEST_BYTES)
+        .collect()
+        .await
+        .map_err(|err| {
+            if err.is::<LengthLimitError>() {
+                Status::out_of_range(format!(
+                    "the request is larger than {MAX_UNARY_REQUEST_BYTES} bytes"
+                ))
+            } else {
+                // The client went away, reset the stream, ...: tonic's mapping of h2's errors.
+                Status::from_error(err)
+            }
+        })?
+        .to_bytes();
+    decode_unary(&body)
+}
+
+/// The one message in a unary request's `body`.
+fn decode_unary<M: Message + Default>(body: &[u8]) -> Result<M, Status> {
+    let Some(([flag, len @ ..], message)) = body.split_first_chunk::<PREFIX_BYTES>() else {
+        return Err(Status::internal(if body.is_empty() {
+            "missing request message"
+        } else {
+            "the request ends inside a message's length prefix"
+        }));
+    };
+    if *flag != 0 {
+        return Err(Status::internal(format!(
+            "the request's message has compressed-flag {flag}, but no grpc-encoding"
+        )));
+    }
+    let len = u32::from_be_bytes(*len);
+    if usize::try_from(len).ok() != Some(message.len()) {
+        return Err(Status::internal(format!(
+            "the request's message should be {len} bytes long and one message is expected; \
+             {} bytes follow its prefix",
+            message.len()
+        )));
+    }
+    M::decode(message).map_err(|err| Status::internal(format!("decoding the request: {err}")))
+}
+
+/// The OK answer whose message is `framed` (see [`frame`]).
+pub fn answer(framed: Bytes) -> http::Response<tonic::body::Body> {
+    let mut response = http::Response::new(tonic::body::Body::new(Answer {
+        message: Some(framed),
+        done: false,
+    }));
+    response
+        .headers_mut()
+        .insert(http::header::CONTENT_TYPE, GRPC_CONTENT_TYPE);
+    response
+}
+
+/// The body of an OK answer: one framed message, then `grpc-status: 0`.
+struct Answer {
+    message: Option<Bytes>,
+    done: bool,
+}
+
+impl Body for Answer {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        if let Some(message) = self.message.take() {
+            return Poll::Ready(Some(Ok(Frame::data(message))));
+        }
+        if self.done {
+            return Poll::Ready(None);
+        }
+        self.done = true;
+        let mut trailers = HeaderMap::with_capacity(1);
+        trailers.insert(Status::GRPC_STATUS, HeaderValue::from_static("0"));
+        Poll::Ready(Some(Ok(Frame::trailers(trailers))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.done
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        let len = self.message.as_ref().map_or(0, Bytes::len);
+        SizeHint::with_exact(u64::try_from(len).unwrap_or(u64::MAX))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tonic::Code;
+
+    use super::*;
+    use crate::proto::registryfacade::GetImageSpecRequest;
+
+    fn framed_request(id: &str) -> Vec<u8> {
+        frame(&GetImageSpecRequest { id: id.into() })
+            .unwrap()
+            .to_vec()
+    }
+
+    #[test]
+    fn a_framed_message_is_a_zero_flag_its_length_and_its_encoding() {
+        let request = GetImageSpecRequest { id: "abc".into() };
+        let framed = frame(&request).unwrap();
+        let encoded = request.encode_to_vec();
+        assert_eq!(framed[0], 0);
+        assert_eq!(
+            framed[1..5],
+            u32::try_from(encoded.len()).unwrap().to_be_bytes()
+        );
+        assert_eq!(framed[5..], encoded[..]);
+    }
+
+    #[test]
+    fn a_unary_request_decodes_from_its_one_framed_message() {
+        let decoded: GetImageSpecRequest = decode_unary(&framed_request("ws-1")).unwrap();
+        assert_eq!(decoded.id, "ws-1");
+        let empty: GetImageSpecRequest = decode_unary(&framed_request("")).unwrap();
+        assert_eq!(
+            empty.id, "",
+            "an empty message is five bytes: flag and zero length"
+        );
+    }
+
+    #[test]
+    fn malformed_requests_are_internal_errors_that_say_what_is_wrong() {
+        let whole = framed_request("ws-1");
+        let mut compressed = whole.clone();
+        compressed[0] = 1;
+        let mut two = whole.clone();
+        two.extend_from_slice(&whole);
+        let cases: [(&[u8], &str); 5] = [
+            (&[], "missing request message"),
+            (&whole[..3], "inside a message's length prefix"),
+            (&whole[..whole.len() - 1], "should be"),
+            (&compressed, "compressed-flag 1"),
+            (&two, "one message is expected"),
+        ];
+        for (body, says) in cases {
+            let status = decode_unary::<GetImageSpecRequest>(body).unwrap_err();
+            assert_eq!(status.code(), Code::Internal, "{body:?}");
+            assert!(status.message().contains(says), "{:?}", status.message());
+        }
+        let garbage = [0, 0, 0, 0, 2, 0xff, 0xff];
+        let status = decode_unary::<GetImageSpecRequest>(&garbage).unwrap_err();
+        assert!(status.message().starts_with("decoding the request"));
+    }
+
+    #[tokio::test]
+    async fn compressed_and_oversized_requests_are_refused() {
+        let compressed = http::Request::builder()
+            .header("grpc-encoding", "gzip")
+            .body(http_body_util::Full::new(Bytes::from(framed_request("a"))))
+            .unwrap();
+        let status = read_unary::<GetImageSpecRequest, _>(compressed)
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), Code::Unimplemented);
+        assert_eq!(
+            status.metadata().get(ACCEPT_ENCODING_HEADER).unwrap(),
+            "identity"
+        );
+
+        let huge = framed_request(&"x".repeat(MAX_UNARY_REQUEST_BYTES));
+        let oversized = http::Request::new(http_body_util::Full::new(Bytes::from(huge)));
+        let status = read_unary::<GetImageSpecRequest, _>(oversized)
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), Code::OutOfRange);
+
+        let identity = http::Request::builder()
+            .header("grpc-encoding", "identity")
+            .body(http_body_util::Full::new(Bytes::from(framed_request("a"))))
+            .unwrap();
+        let read: GetImageSpecRequest = read_unary(identity).await.unwrap();
+        assert_eq!(read.id, "a");
+    }
+
+    #[tokio::test]
+    async fn an_answer_is_its_message_then_status_ok_in_the_trailers() {
+        let framed = frame(&GetImageSpecRequest { id: "x".into() }).unwrap();
+        let response = answer(framed.clone());
+        assert_eq!(response.headers()["content-type"], "application/grpc");
+        let collected = response.into_body().collect().await.unwrap();
+        assert_eq!(collected.trailers().unwrap()["grpc-status"], "0");
+        assert_eq!(collected.to_bytes(), framed);
+    }
+}

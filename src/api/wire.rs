@@ -94,7 +94,8 @@ fn decode_unary<M: Message + Default>(body: &[u8]) -> Result<M, Status> {
     };
     if *flag != 0 {
         return Err(Status::internal(format!(
-            "the request's message has compressed-flag {flag}, but no grpc-encoding"
+            "the request's message has compressed-flag {flag}; this server accepts uncompressed \
+             messages only"
         )));
     }
     let len = u32::from_be_bytes(*len);

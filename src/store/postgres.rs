@@ -94,32 +94,83 @@ impl PostgresStore {
         now: DateTime<Utc>,
     ) -> Result<Option<PutOutcome>, Error> {
         let mut tx = self.pool.begin().await.map_err(db_error)?;
-        let stored = select_for_update(&mut tx, cmd.id.as_str(), true).await?;
-        let decision = decide_put(stored.as_ref(), cmd, now)?;
-        let (record, changed) = match decision {
-            PutDecision::Create(record) => {
-                if stored.is_some() {
-                    // The stored row has expired: the new record replaces it entirely.
-                    update(&mut tx, &record, true).await?;
-                } else if !insert(&mut tx, &record).await? {
-                    return Ok(None);
-                }
-                (record, true)
+        let result = put_in(&mut tx, cmd, now).await;
+        end(tx, result).await
+    }
+}
+
+/// A delete inside `tx`: whether a live record was deleted.
+async fn delete_in(
+    tx: &mut Transaction<'static, Postgres>,
+    cmd: &DeleteCommand,
+    now: DateTime<Utc>,
+) -> Result<bool, Error> {
+    let stored = select_for_update(tx, cmd.id.as_str(), false).await?;
+    let deleted = match decide_delete(stored.as_ref(), cmd, now)? {
+        DeleteDecision::Delete => true,
+        DeleteDecision::NothingToDelete => false,
+    };
+    // An expired row goes too: it is as good as deleted already.
+    if stored.is_some() {
+        sqlx::query("DELETE FROM specs WHERE id = $1")
+            .bind(cmd.id.as_str())
+            .execute(&mut **tx)
+            .await
+            .map_err(db_error)?;
+        notify_changed(tx, cmd.id.as_str()).await?;
+    }
+    Ok(deleted)
+}
+
+/// A put inside `tx`; see [`PostgresStore::try_put`].
+async fn put_in(
+    tx: &mut Transaction<'static, Postgres>,
+    cmd: PutCommand,
+    now: DateTime<Utc>,
+) -> Result<Option<PutOutcome>, Error> {
+    let stored = select_for_update(tx, cmd.id.as_str(), true).await?;
+    let decision = decide_put(stored.as_ref(), cmd, now)?;
+    let (record, changed) = match decision {
+        PutDecision::Create(record) => {
+            if stored.is_some() {
+                // The stored row has expired: the new record replaces it entirely.
+                update(tx, &record, true).await?;
+            } else if !insert(tx, &record).await? {
+                return Ok(None);
             }
-            PutDecision::Update(record) => {
-                let spec_changed = stored
-                    .as_ref()
-                    .is_none_or(|stored| stored.spec_digest != record.spec_digest);
-                update(&mut tx, &record, spec_changed).await?;
-                (record, true)
-            }
-            PutDecision::Unchanged(record) => (record, false),
-        };
-        if changed {
-            notify_changed(&mut tx, record.id.as_str()).await?;
+            (record, true)
         }
-        tx.commit().await.map_err(db_error)?;
-        Ok(Some(PutOutcome { record, changed }))
+        PutDecision::Update(record) => {
+            let spec_changed = stored
+                .as_ref()
+                .is_none_or(|stored| stored.spec_digest != record.spec_digest);
+            update(tx, &record, spec_changed).await?;
+            (record, true)
+        }
+        PutDecision::Unchanged(record) => (record, false),
+    };
+    if changed {
+        notify_changed(tx, record.id.as_str()).await?;
+    }
+    Ok(Some(PutOutcome { record, changed }))
+}
+
+/// Commits `tx` after a success, and rolls it back at once after an error. A transaction that
+/// is just dropped is rolled back only when its connection is next used, and until then the
+/// rows it locked stay locked: a rejected put (a generation mismatch) kept its id's row locked,
+/// writers of that id waited, and the sweeper's `SKIP LOCKED` passed over the row.
+async fn end<T>(tx: Transaction<'static, Postgres>, result: Result<T, Error>) -> Result<T, Error> {
+    match result {
+        Ok(value) => {
+            tx.commit().await.map_err(db_error)?;
+            Ok(value)
+        }
+        Err(err) => {
+            // A rollback that fails leaves the connection broken, and the pool closes it, which
+            // ends the transaction too; the error to report is the first one.
+            let _ = tx.rollback().await;
+            Err(err)
+        }
     }
 }
 
@@ -196,22 +247,8 @@ impl Store for PostgresStore {
 
     async fn delete(&self, cmd: &DeleteCommand, now: DateTime<Utc>) -> Result<bool, Error> {
         let mut tx = self.pool.begin().await.map_err(db_error)?;
-        let stored = select_for_update(&mut tx, cmd.id.as_str(), false).await?;
-        let deleted = match decide_delete(stored.as_ref(), cmd, now)? {
-            DeleteDecision::Delete => true,
-            DeleteDecision::NothingToDelete => false,
-        };
-        // An expired row goes too: it is as good as deleted already.
-        if stored.is_some() {
-            sqlx::query("DELETE FROM specs WHERE id = $1")
-                .bind(cmd.id.as_str())
-                .execute(&mut *tx)
-                .await
-                .map_err(db_error)?;
-            notify_changed(&mut tx, cmd.id.as_str()).await?;
-        }
-        tx.commit().await.map_err(db_error)?;
-        Ok(deleted)
+        let result = delete_in(&mut tx, cmd, now).await;
+        end(tx, result).await
     }
 
     async fn list(&self, query: &ListQuery, now: DateTime<Utc>) -> Result<Vec<SpecRecord>, Error> {

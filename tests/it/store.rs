@@ -70,6 +70,7 @@ conformance_suite!(
     spec_bytes_round_trip_byte_for_byte,
     concurrent_replacements_with_the_same_generation_let_exactly_one_win,
     concurrent_creates_of_a_new_id_let_exactly_one_win,
+    rejected_writes_leave_their_rows_unlocked,
 );
 
 /// Opening stores from URLs: what differs between the backends, so outside the suite.
@@ -967,6 +968,75 @@ async fn delete_expired_deletes_only_expired_specs_in_batches(store: Arc<dyn Sto
         ids(&store.list(&list_all(), sweep_at).await.unwrap()),
         ["forever", "long"]
     );
+}
+
+/// A rejected put or delete releases the row it looked at before it returns: the sweeper (which
+/// passes over locked rows) and the next writer find the row free. With PostgreSQL, a transaction
+/// that was only dropped kept its row lock until its pooled connection was used again, and the
+/// sweeper found fewer rows than had expired.
+async fn rejected_writes_leave_their_rows_unlocked(store: Arc<dyn Store>) {
+    const IDS: usize = 8;
+    let now = micros_now();
+    for i in 0..IDS {
+        store
+            .put(
+                PutCommand {
+                    ttl: Some(Duration::minutes(1)),
+                    ..put(&format!("ws-{i}"), &spec("v1"))
+                },
+                now,
+            )
+            .await
+            .unwrap();
+    }
+    for i in 0..IDS {
+        let id_i = format!("ws-{i}");
+        let stale = store
+            .put(
+                PutCommand {
+                    expected_generation: Some(7),
+                    ..put(&id_i, &spec("v2"))
+                },
+                now,
+            )
+            .await
+            .unwrap_err();
+        assert!(matches!(stale, Error::Aborted { .. }), "{stale:?}");
+        let stale = store
+            .delete(
+                &DeleteCommand {
+                    id: id(&id_i),
+                    expected_generation: Some(7),
+                    allow_missing: false,
+                },
+                now,
+            )
+            .await
+            .unwrap_err();
+        assert!(matches!(stale, Error::Aborted { .. }), "{stale:?}");
+    }
+    // Every row is free: a write of the first id goes through at once...
+    let replaced = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        store.put(
+            PutCommand {
+                expected_generation: Some(1),
+                ttl: Some(Duration::minutes(1)),
+                ..put("ws-0", &spec("v3"))
+            },
+            now,
+        ),
+    )
+    .await
+    .expect("the row is not locked")
+    .unwrap();
+    assert_eq!(replaced.record.generation, 2);
+    // ...and once they have expired, one sweep deletes them all.
+    let swept = store
+        .delete_expired(now + Duration::minutes(2), 1000)
+        .await
+        .unwrap();
+    assert_eq!(swept, IDS as u64);
 }
 
 async fn count_counts_only_live_specs(store: Arc<dyn Store>) {

@@ -155,10 +155,11 @@ async fn put_in(
     Ok(Some(PutOutcome { record, changed }))
 }
 
-/// Commits `tx` after a success, and rolls it back at once after an error. A transaction that
-/// is just dropped is rolled back only when its connection is next used, and until then the
-/// rows it locked stay locked: a rejected put (a generation mismatch) kept its id's row locked,
-/// writers of that id waited, and the sweeper's `SKIP LOCKED` passed over the row.
+/// Commits `tx` after a success, and rolls it back before returning after an error. A
+/// transaction that is just dropped is rolled back later, by the task sqlx spawns to return its
+/// connection to the pool, and until then the rows it locked stay locked: after a rejected put
+/// (a stale generation) the next writer of that id waited, and a sweep run at once passed over
+/// the row (`SKIP LOCKED`).
 async fn end<T>(tx: Transaction<'static, Postgres>, result: Result<T, Error>) -> Result<T, Error> {
     match result {
         Ok(value) => {

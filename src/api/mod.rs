@@ -107,7 +107,9 @@ fn err_message(violations: &[crate::domain::FieldViolation]) -> String {
 const MAX_LOGGED_ID_BYTES: usize = 256;
 
 /// Converts a handler's result to tonic's and logs the call: one line per write and per failed
-/// RPC (method, id, code, latency); successful reads only at `read_level`.
+/// RPC (method, id, code, latency); successful reads only at `read_level`, and so NOT_FOUND, which
+/// for a read is an answer rather than a failure: registry facades ask for unknown ids all the
+/// time, and a line at INFO for each would flood the log (the gRPC metrics count them).
 fn finish<T>(
     method: &'static str,
     id: &str,
@@ -136,6 +138,15 @@ fn finish<T>(
             // `status_message`, not `message`: in JSON lines that key is the event's own message.
             if matches!(status.code(), Code::Internal | Code::Unavailable) {
                 tracing::error!(
+                    method,
+                    ?id,
+                    code,
+                    latency_ms,
+                    status_message = status.message(),
+                    "rpc"
+                );
+            } else if status.code() == Code::NotFound && read_level != Level::INFO {
+                tracing::debug!(
                     method,
                     ?id,
                     code,

@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use spec_provider::proto::registryfacade::GetImageSpecRequest;
+use spec_provider::proto::registryfacade::spec_provider_client::SpecProviderClient;
 use spec_provider::proto::specprovider::v1::PutSpecRequest;
 use spec_provider::proto::specprovider::v1::spec_admin_client::SpecAdminClient;
 use spec_provider::server::LIVENESS_SERVICE;
@@ -367,7 +368,7 @@ async fn request_ids_are_echoed_and_made_when_absent() {
 }
 
 /// The binary with JSON logs: each RPC's line carries its request id, method, code and latency;
-/// a client error logs at INFO.
+/// a client error logs at INFO, a GetImageSpec of an unknown id not at all (at DEBUG).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn json_log_lines_carry_the_request_id_method_code_and_latency() {
     let dir = tempfile::tempdir().unwrap();
@@ -375,6 +376,19 @@ async fn json_log_lines_carry_the_request_id_method_code_and_latency() {
     let mut server = ServerProcess::start(&url, &[]).await;
     server.wait_until_serving().await;
     let mut admin = SpecAdminClient::new(server.channel().await);
+
+    // Answered before the puts below, so its line, if there were one, would come first.
+    let mut request = tonic::Request::new(GetImageSpecRequest {
+        id: "ws-unknown".into(),
+    });
+    request
+        .metadata_mut()
+        .insert("x-request-id", "req-log-0".parse().unwrap());
+    let absent = SpecProviderClient::new(server.channel().await)
+        .get_image_spec(request)
+        .await
+        .unwrap_err();
+    assert_eq!(absent.code(), Code::NotFound);
 
     let mut request = tonic::Request::new(put("ws-logged", minimal_spec(1)));
     request
@@ -390,9 +404,15 @@ async fn json_log_lines_carry_the_request_id_method_code_and_latency() {
     for (request_id, code) in [("req-log-1", "OK"), ("req-log-2", "InvalidArgument")] {
         let event = server
             .next_event(request_id, |e| {
-                e["message"] == "rpc" && e["span"]["request_id"] == request_id
+                e["message"] == "rpc"
+                    && (e["span"]["request_id"] == request_id
+                        || e["span"]["request_id"] == "req-log-0")
             })
             .await;
+        assert_eq!(
+            event["span"]["request_id"], request_id,
+            "an unknown id's GetImageSpec logs at DEBUG: {event}"
+        );
         assert_eq!(
             event["method"], "specprovider.v1.SpecAdmin/PutSpec",
             "{event}"

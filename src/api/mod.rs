@@ -135,34 +135,25 @@ fn finish<T>(
         Err(err) => {
             let status = Status::from(err);
             let code = crate::metrics::grpc::code_name(status.code());
+            // tracing needs a constant level for each line: one macro, three levels.
             // `status_message`, not `message`: in JSON lines that key is the event's own message.
-            if matches!(status.code(), Code::Internal | Code::Unavailable) {
-                tracing::error!(
-                    method,
-                    ?id,
-                    code,
-                    latency_ms,
-                    status_message = status.message(),
-                    "rpc"
-                );
-            } else if status.code() == Code::NotFound && read_level != Level::INFO {
-                tracing::debug!(
-                    method,
-                    ?id,
-                    code,
-                    latency_ms,
-                    status_message = status.message(),
-                    "rpc"
-                );
-            } else {
-                tracing::info!(
-                    method,
-                    ?id,
-                    code,
-                    latency_ms,
-                    status_message = status.message(),
-                    "rpc"
-                );
+            macro_rules! failed {
+                ($level:expr) => {
+                    tracing::event!(
+                        $level,
+                        method,
+                        ?id,
+                        code,
+                        latency_ms,
+                        status_message = status.message(),
+                        "rpc"
+                    )
+                };
+            }
+            match status.code() {
+                Code::Internal | Code::Unavailable => failed!(Level::ERROR),
+                Code::NotFound if read_level != Level::INFO => failed!(Level::DEBUG),
+                _ => failed!(Level::INFO),
             }
             Err(status)
         }

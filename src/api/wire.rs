@@ -13,7 +13,7 @@ use std::task::{Context, Poll};
 
 use bytes::{BufMut, Bytes};
 use http::{HeaderMap, HeaderValue};
-use http_body::{Body, Frame, SizeHint};
+use http_body::{Body, Frame};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use prost::Message;
 use tonic::Status;
@@ -151,10 +151,8 @@ impl Body for Answer {
         self.done
     }
 
-    fn size_hint(&self) -> SizeHint {
-        let len = self.message.as_ref().map_or(0, Bytes::len);
-        SizeHint::with_exact(u64::try_from(len).unwrap_or(u64::MAX))
-    }
+    // No `size_hint`: with an exact one, hyper adds a `content-length` header, which tonic's
+    // answers do not have.
 }
 
 #[cfg(test)]

@@ -327,7 +327,18 @@ async fn a_get_image_spec_answer_has_the_shape_of_tonics_answers_on_the_wire() {
         framed(&HealthCheckRequest::default()),
     )
     .await;
-    assert_eq!(check.head.headers["content-type"], "application/grpc");
+    let hit = raw_unary(&app, spec_path, &[], request).await;
+    let names = |headers: &http::HeaderMap| {
+        let mut names: Vec<String> = headers.keys().map(ToString::to_string).collect();
+        names.sort();
+        names
+    };
+    assert_eq!(names(&hit.head.headers), names(&check.head.headers));
+    assert_eq!(
+        names(&hit.head.headers),
+        ["content-type", "date", "x-request-id"],
+        "no content-length, no grpc-status in the head"
+    );
     assert_eq!(
         check.trailers.expect("trailers").keys().collect::<Vec<_>>(),
         ["grpc-status"]

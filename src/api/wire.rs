@@ -23,8 +23,8 @@ use tonic::metadata::{GRPC_CONTENT_TYPE, MetadataValue};
 /// Length of the prefix of every gRPC message: a compression flag and a 4-byte big-endian length.
 pub const PREFIX_BYTES: usize = 5;
 
-/// Most bytes a unary request's body may have. A GetImageSpec request is an id (at most 256
-/// bytes long, see `SpecId`), so this is generous; what is larger is refused before it is read
+/// Most bytes a unary request's body may have. A GetImageSpec request is an id (at most 200
+/// characters, see `SpecId`), so this is generous; what is larger is refused before it is read
 /// in full.
 pub const MAX_UNARY_REQUEST_BYTES: usize = 64 * 1024;
 

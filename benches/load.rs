@@ -22,7 +22,7 @@ use std::pin::Pin;
 use std::str::FromStr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context as _;
 use bytes::Bytes;
@@ -99,6 +99,11 @@ struct Args {
     /// The markdown file to write the results into (`-` for stdout only).
     #[arg(long, default_value = "docs/benchmarks.md")]
     output: String,
+    /// Also print each scenario's measured window, in wall-clock seconds, to stderr: for
+    /// profiling by scenario with `perf record -k CLOCK_REALTIME` and
+    /// `scripts/perf-by-scenario.py` (see docs/benchmarks.md).
+    #[arg(long)]
+    print_windows: bool,
     /// PostgreSQL server where a scratch database is created (and dropped afterwards).
     #[arg(
         long,
@@ -198,6 +203,7 @@ impl Outcome {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    PRINT_WINDOWS.store(args.print_windows, Ordering::Relaxed);
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?
@@ -725,7 +731,30 @@ where
         wakeups: wakeups.map(|probe| probe.join().expect("the probe thread")),
     };
     eprintln!("  {}", outcome.row());
+    if PRINT_WINDOWS.load(Ordering::Relaxed) {
+        print_window(name, start, requests);
+    }
     outcome
+}
+
+/// Whether `--print-windows` was given.
+static PRINT_WINDOWS: AtomicBool = AtomicBool::new(false);
+
+/// Prints the window of a scenario measured from `start` until now, as `window`, its name, its
+/// start and end in seconds since the Unix epoch (the clock `perf record -k CLOCK_REALTIME`
+/// stamps samples with) and the requests answered, separated by tabs.
+fn print_window(name: &str, start: Instant, requests: u64) {
+    let (now, wall) = (Instant::now(), SystemTime::now());
+    let seconds = |at: Instant| {
+        wall.checked_sub(now.saturating_duration_since(at))
+            .and_then(|at| at.duration_since(UNIX_EPOCH).ok())
+            .map_or(0.0, |since| since.as_secs_f64())
+    };
+    eprintln!(
+        "  window\t{name}\t{:.6}\t{:.6}\t{requests}",
+        seconds(start),
+        seconds(now)
+    );
 }
 
 /// Hands out the due times of `rate` requests a second, in turn to each of `tasks`, until

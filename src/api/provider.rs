@@ -2,9 +2,10 @@
 //!
 //! The service is wired here by hand instead of through tonic's generated `SpecProviderServer`,
 //! for one reason: a found answer is encoded and framed once, when it is read from the store, and
-//! the read cache keeps those bytes, so a cache hit neither clones, encodes nor copies a spec:
-//! the cached bytes are the DATA frame's payload ([`super::wire`]). The wire contract is
-//! unchanged; the tests compare the bytes served with prost's encoding of the same message.
+//! the read cache keeps those bytes, so a cache hit neither clones nor encodes a spec: the cached
+//! bytes go to HTTP/2 as the DATA frame's payload, without tonic's per-answer buffer
+//! ([`super::wire`]). The wire contract is unchanged; the tests compare the bytes served with
+//! prost's encoding of the same message.
 
 use std::convert::Infallible;
 use std::sync::Arc;

@@ -2,8 +2,8 @@
 //! answers, in memory, bounded in bytes (moka), and coherent with the database.
 //!
 //! A found answer is kept as the bytes it is sent as (the `GetImageSpecResponse`, encoded and
-//! framed as a gRPC message), so a hit neither clones, encodes nor copies a spec: see
-//! `crate::api::provider`.
+//! framed as a gRPC message), so a hit neither clones nor encodes a spec, and hands the bytes to
+//! HTTP/2 as they are: see `crate::api::provider`.
 //!
 //! # Coherence
 //!

@@ -234,6 +234,9 @@ async fn a_message_over_the_size_limit_is_out_of_range() {
     assert_still_answers(&app).await;
 }
 
+/// The path GetImageSpec is called at.
+const GET_IMAGE_SPEC: &str = "/registryfacade.SpecProvider/GetImageSpec";
+
 /// What a raw HTTP/2 client received for one request: the response head, its DATA frames and
 /// its trailers.
 struct RawAnswer {
@@ -299,11 +302,10 @@ fn framed(message: &impl Message) -> Vec<u8> {
 #[tokio::test]
 async fn a_get_image_spec_answer_has_the_shape_of_tonics_answers_on_the_wire() {
     let app = app_with(|_| {}).await;
-    let spec_path = "/registryfacade.SpecProvider/GetImageSpec";
     let request = framed(&GetImageSpecRequest { id: "ws-1".into() });
     // The first call fills the cache, the second is a hit: both go out the same way.
     for _ in 0..2 {
-        let answer = raw_unary(&app, spec_path, &[], request.clone()).await;
+        let answer = raw_unary(&app, GET_IMAGE_SPEC, &[], request.clone()).await;
         assert_eq!(answer.head.status, http::StatusCode::OK);
         assert_eq!(answer.head.headers["content-type"], "application/grpc");
         assert_eq!(
@@ -327,7 +329,7 @@ async fn a_get_image_spec_answer_has_the_shape_of_tonics_answers_on_the_wire() {
         framed(&HealthCheckRequest::default()),
     )
     .await;
-    let hit = raw_unary(&app, spec_path, &[], request).await;
+    let hit = raw_unary(&app, GET_IMAGE_SPEC, &[], request).await;
     let names = |headers: &http::HeaderMap| {
         let mut names: Vec<String> = headers.keys().map(ToString::to_string).collect();
         names.sort();
@@ -348,7 +350,6 @@ async fn a_get_image_spec_answer_has_the_shape_of_tonics_answers_on_the_wire() {
 #[tokio::test]
 async fn malformed_get_image_spec_requests_get_errors_that_say_what_is_wrong() {
     let app = app_with(|_| {}).await;
-    let spec_path = "/registryfacade.SpecProvider/GetImageSpec";
     let request = framed(&GetImageSpecRequest { id: "ws-1".into() });
     let status_of = |answer: &RawAnswer| {
         // Errors are trailers-only answers: the status is in the head.
@@ -367,7 +368,7 @@ async fn malformed_get_image_spec_requests_get_errors_that_say_what_is_wrong() {
 
     let compressed = raw_unary(
         &app,
-        spec_path,
+        GET_IMAGE_SPEC,
         &[("grpc-encoding", "gzip")],
         request.clone(),
     )
@@ -379,14 +380,14 @@ async fn malformed_get_image_spec_requests_get_errors_that_say_what_is_wrong() {
     assert_eq!(compressed.head.headers["grpc-accept-encoding"], "identity");
 
     let twice = [request.clone(), request.clone()].concat();
-    let (code, message) = status_of(&raw_unary(&app, spec_path, &[], twice).await);
+    let (code, message) = status_of(&raw_unary(&app, GET_IMAGE_SPEC, &[], twice).await);
     assert_eq!(code, (Code::Internal as i32).to_string());
     assert!(
         message.contains("one%20message%20is%20expected"),
         "{message}"
     );
 
-    let (code, message) = status_of(&raw_unary(&app, spec_path, &[], Vec::new()).await);
+    let (code, message) = status_of(&raw_unary(&app, GET_IMAGE_SPEC, &[], Vec::new()).await);
     assert_eq!(code, (Code::Internal as i32).to_string());
     assert!(message.contains("missing%20request%20message"), "{message}");
 

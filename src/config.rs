@@ -246,6 +246,12 @@ pub struct TlsSettings {
     /// Longest TLS handshake; a client that takes longer is disconnected.
     #[serde(with = "humantime_serde")]
     pub handshake_timeout: Duration,
+    /// Most TLS handshakes in progress at once on each listener; a connection beyond them is
+    /// closed at once. Handshaking connections do not count against `server.max_connections`
+    /// (a connection takes that permit once its handshake is done), so this bounds what clients
+    /// that connect and never finish a handshake can hold: with `handshake_timeout`, a listener
+    /// has at most `server.max_connections` + `max_handshakes` connections open.
+    pub max_handshakes: usize,
 }
 
 impl Default for TlsSettings {
@@ -256,6 +262,7 @@ impl Default for TlsSettings {
             client_ca: None,
             reload_interval: Duration::from_secs(10),
             handshake_timeout: Duration::from_secs(10),
+            max_handshakes: 256,
         }
     }
 }
@@ -603,6 +610,9 @@ impl Settings {
         if tls.handshake_timeout.is_zero() {
             return invalid("tls.handshake_timeout", "must be longer than 0s".into());
         }
+        if tls.max_handshakes == 0 {
+            return invalid("tls.max_handshakes", "must be at least 1".into());
+        }
         for (key, tokens) in [
             ("auth.admin_tokens", &auth.admin_tokens),
             ("auth.reader_tokens", &auth.reader_tokens),
@@ -797,6 +807,11 @@ mod tests {
                 "SPEC_PROVIDER__SERVER__HTTP2_KEEPALIVE_TIMEOUT",
                 "0s",
                 "server.http2_keepalive_timeout",
+            ),
+            (
+                "SPEC_PROVIDER__TLS__MAX_HANDSHAKES",
+                "0",
+                "tls.max_handshakes",
             ),
         ];
         for (key, value, named) in cases {

@@ -273,13 +273,15 @@ impl Application {
         // Both listeners stop accepting when shutdown begins.
         let stop_accepting = CancellationToken::new();
         // Each listener admits at most `server.max_connections` connections at once (counted once
-        // TLS is established; handshakes in progress are bounded by `tls.handshake_timeout`).
+        // TLS is established; handshakes in progress are bounded by `tls.max_handshakes` and
+        // `tls.handshake_timeout`).
         let accept = |listener| {
             limits::limit_connections(
                 incoming(
                     listener,
                     tls.clone(),
                     settings.tls.handshake_timeout,
+                    settings.tls.max_handshakes,
                     stop_accepting.clone(),
                 ),
                 settings.server.max_connections,

@@ -23,7 +23,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::{ServerConfig, WebPkiClientVerifier};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
+use tokio::sync::{Semaphore, mpsc};
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 use tokio_stream::wrappers::ReceiverStream;
@@ -269,7 +269,10 @@ impl AsyncWrite for Conn {
 /// is given.
 ///
 /// Handshakes run in tasks of their own, so a slow or silent client never holds up the others,
-/// and are abandoned after `handshake_timeout`. A failed handshake (no client certificate under
+/// and are abandoned after `handshake_timeout`. At most `max_handshakes` run at once: a
+/// connection beyond them is closed at once, as `server.max_connections` closes one beyond its
+/// limit, so clients that connect and never finish a handshake hold at most that many
+/// connections. A failed handshake (no client certificate under
 /// mutual TLS, an unknown CA, a plaintext client) is logged at DEBUG: it is the client's problem,
 /// and scanners would flood a louder level. Accepting stops when the server drops the stream or
 /// `cancel` fires, which closes the listener.
@@ -277,9 +280,11 @@ pub fn incoming(
     listener: TcpListener,
     tls: Option<Arc<ReloadingTls>>,
     handshake_timeout: Duration,
+    max_handshakes: usize,
     cancel: CancellationToken,
 ) -> ReceiverStream<io::Result<Conn>> {
     let (tx, rx) = mpsc::channel(ACCEPT_QUEUE);
+    let handshakes = Arc::new(Semaphore::new(max_handshakes.min(Semaphore::MAX_PERMITS)));
     tokio::spawn(async move {
         loop {
             let accepted = tokio::select! {
@@ -307,9 +312,20 @@ pub fn incoming(
                 }
                 continue;
             };
+            let Ok(handshake) = handshakes.clone().try_acquire_owned() else {
+                tracing::debug!(
+                    %remote_addr,
+                    max_handshakes,
+                    "tls.max_handshakes reached; closing a new connection"
+                );
+                continue;
+            };
             let acceptor = tls.acceptor();
             let tx = tx.clone();
             tokio::spawn(async move {
+                // Held until the connection is handed to the server (or dropped), so that
+                // finished handshakes waiting for a full accept queue are bounded too.
+                let _handshake = handshake;
                 let stream =
                     match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
                         Ok(Ok(stream)) => stream,

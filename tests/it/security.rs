@@ -268,6 +268,62 @@ async fn a_tls12_only_client_naming_ws_manager_gets_specs_with_an_ecdhe_aead_sui
 }
 
 #[tokio::test]
+async fn handshakes_in_progress_are_bounded_by_max_handshakes() {
+    use tokio::io::AsyncReadExt;
+
+    let ca = Ca::new("test CA");
+    let files = ServerFiles::new(&ca, &ca.server());
+    let app = spawn_tls_app(|s| {
+        files.configure(s, false);
+        s.tls.max_handshakes = 2;
+        // Silent clients keep their handshake slot for the whole test.
+        s.tls.handshake_timeout = Duration::from_secs(600);
+    })
+    .await;
+    let config = client_config(&ca.pem(), None, rustls::DEFAULT_VERSIONS);
+    let channel = tls_channel(app.addr, config.clone(), Arc::default())
+        .await
+        .unwrap();
+    wait_for_health(&channel, ServingStatus::Serving).await;
+
+    // Two clients connect and never say hello: they hold both handshake slots. The server
+    // accepts connections in the order they were made, so the third is the one beyond the limit.
+    let mut silent = Vec::new();
+    for _ in 0..2 {
+        silent.push(TcpStream::connect(app.addr).await.unwrap());
+    }
+    let mut third = TcpStream::connect(app.addr).await.unwrap();
+    let read = tokio::time::timeout(DEADLINE, third.read(&mut [0; 16]))
+        .await
+        .expect("a connection beyond tls.max_handshakes is closed at once, not left waiting");
+    assert!(
+        matches!(read, Ok(0) | Err(_)),
+        "closed without a byte: {read:?}"
+    );
+    tls_health(app.addr, config.clone())
+        .await
+        .expect_err("no handshake slot is free");
+
+    // The connection that was already established is served throughout.
+    HealthClient::new(channel)
+        .check(HealthCheckRequest::default())
+        .await
+        .unwrap();
+
+    // A silent client that goes away frees its slot (the server notices asynchronously, hence
+    // the bounded retry).
+    silent.pop();
+    let deadline = Instant::now() + DEADLINE;
+    while let Err(err) = tls_health(app.addr, config.clone()).await {
+        assert!(
+            Instant::now() < deadline,
+            "no handshake slot came free: {err}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
 async fn under_mutual_tls_a_client_without_a_certificate_is_refused() {
     let ca = Ca::new("test CA");
     let files = ServerFiles::new(&ca, &ca.server());

@@ -5,10 +5,10 @@ DATABASE_URL ?= postgres://postgres:postgres@127.0.0.1:5432/postgres
 export DATABASE_URL
 
 .DEFAULT_GOAL := help
-.PHONY: help run test lint fmt bench bench-scale db-up db-down
+.PHONY: help run test lint fmt bench bench-scale bench-target db-up db-down
 
 help: ## List the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-8s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
 
 run: ## Serve on 127.0.0.1:8080 with embedded SQLite (spec-provider.db)
 	cargo run --release
@@ -25,6 +25,10 @@ bench: ## Load benchmark on PostgreSQL and SQLite (a few minutes); writes docs/b
 bench-scale: ## The benchmark at scale: RECORDS specs (default 1000000), ListSpecs and sweeper too
 	@scripts/ensure-postgres.sh
 	cargo bench --bench load -- --scale --records $(or $(RECORDS),1000000) $(BENCH_ARGS)
+
+bench-target: ## The benchmark against a server running elsewhere: TARGET=host:port (plaintext)
+	@test -n "$(TARGET)" || { echo "usage: make bench-target TARGET=host:port"; exit 2; }
+	cargo bench --bench load -- --target $(TARGET) $(BENCH_ARGS)
 
 lint: ## cargo fmt --check and clippy with warnings as errors
 	cargo fmt --check

@@ -11,6 +11,10 @@
 //! numbers compare scenarios with each other (a read against `Health/Check`, the floor of any
 //! gRPC answer on the same server), not with other machines.
 //!
+//! `--target host:port` drives a `spec-provider serve` running elsewhere instead (no servers
+//! here, no database access): from another machine, it measures a server with its cores to
+//! itself.
+//!
 //! `--scale` adds what matters with many records (`--records 1000000`): uncached reads spread
 //! over all records, the first and the last ListSpecs page, and read latency while the sweeper
 //! deletes 100,000 expired records.
@@ -27,6 +31,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use anyhow::Context as _;
 use bytes::Bytes;
 use clap::Parser;
+use futures::StreamExt as _;
 use hdrhistogram::Histogram;
 use prost::Message;
 use spec_provider::config::{DatabaseUrl, Settings};
@@ -34,7 +39,9 @@ use spec_provider::domain::{PageToken, SpecId, spec_digest};
 use spec_provider::proto::registryfacade::GetImageSpecResponse;
 use spec_provider::proto::registryfacade::{ContentLayer, GetImageSpecRequest, ImageSpec};
 use spec_provider::proto::specprovider::v1::spec_admin_client::SpecAdminClient;
-use spec_provider::proto::specprovider::v1::{ListSpecsRequest, PutSpecRequest, SpecView};
+use spec_provider::proto::specprovider::v1::{
+    DeleteSpecRequest, ListSpecsRequest, PutSpecRequest, SpecView,
+};
 use spec_provider::server::Application;
 use sqlx::{AssertSqlSafe, Connection, PgConnection};
 use tokio::sync::oneshot;
@@ -104,6 +111,21 @@ struct Args {
     /// `scripts/perf-by-scenario.py` (see docs/benchmarks.md).
     #[arg(long)]
     print_windows: bool,
+    /// Drive an already running spec-provider at this address (`host:port`, plaintext HTTP/2)
+    /// instead of starting servers, so that the load generator can run on a machine of its own
+    /// and not share the server's cores. Stores 1,000 records through SpecAdmin (with a
+    /// one-hour ttl; deleted again at the end) and measures Health/Check, cache hits (also at
+    /// half and a third of their peak) and unknown ids. The section it writes is `target`.
+    #[arg(long, value_name = "HOST:PORT", conflicts_with_all = ["scale", "backends", "records"])]
+    target: Option<String>,
+    /// With `--target`: the bearer token for SpecAdmin, if the server requires one.
+    #[arg(
+        long,
+        env = "SPEC_PROVIDER_TOKEN",
+        hide_env_values = true,
+        requires = "target"
+    )]
+    token: Option<String>,
     /// PostgreSQL server where a scratch database is created (and dropped afterwards).
     #[arg(
         long,
@@ -129,7 +151,8 @@ struct Outcome {
     elapsed: Duration,
     /// CPU time this process used meanwhile (servers and load generator; not PostgreSQL's).
     cpu: Duration,
-    /// The part of `cpu` the servers' threads used ([`server_cpu`]).
+    /// The part of `cpu` the servers' threads used ([`server_cpu`]); zero with `--target`,
+    /// whose server runs in a process of its own.
     server_cpu: Duration,
     /// Time the hypervisor ran something else on this VM's cores meanwhile ([`stolen`]).
     stolen: Duration,
@@ -186,12 +209,17 @@ impl Outcome {
     }
 
     fn row(&self) -> String {
+        let server_cpu = if self.server_cpu.is_zero() {
+            "–".to_owned()
+        } else {
+            format!("{:.0}", self.server_cpu_us())
+        };
         format!(
-            "| {} | {:.0} | {:.0} | {:.0} | {} | {:.2} | {:.2} | {:.2} | {} |",
+            "| {} | {:.0} | {:.0} | {} | {} | {:.2} | {:.2} | {:.2} | {} |",
             self.name,
             self.rps(),
             self.cpu_us(),
-            self.server_cpu_us(),
+            server_cpu,
             self.stolen.as_millis(),
             self.ms(0.5),
             self.ms(0.99),
@@ -216,7 +244,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let _telemetry =
         spec_provider::telemetry::init_with_writer(&Settings::default(), std::io::sink)?;
     let mut report = String::new();
-    writeln!(report, "{}", machine())?;
+    writeln!(report, "{}", machine(args.target.is_none()))?;
     writeln!(
         report,
         "Run: `cargo bench --bench load --{}`: {} records, {} per scenario after a {} warm-up \
@@ -226,7 +254,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
             .filter(|arg| arg != "--bench")
             .map(|arg| format!(" {arg}"))
             .collect::<String>(),
-        args.records,
+        if args.target.is_some() {
+            HOT_IDS
+        } else {
+            args.records
+        },
         humantime::format_duration(args.duration),
         humantime::format_duration(args.duration / 5),
         humantime::format_duration(args.duration * FIXED_RATE_LENGTH),
@@ -234,23 +266,35 @@ async fn run(args: Args) -> anyhow::Result<()> {
         args.concurrency,
         args.channels,
     )?;
-    for backend in &args.backends {
-        let section = bench_backend(&args, backend)
+    if let Some(target) = &args.target {
+        let section = bench_target(&args, target)
             .await
-            .with_context(|| format!("benchmarking {backend}"))?;
+            .with_context(|| format!("benchmarking {target}"))?;
         report.push_str(&section);
+    } else {
+        for backend in &args.backends {
+            let section = bench_backend(&args, backend)
+                .await
+                .with_context(|| format!("benchmarking {backend}"))?;
+            report.push_str(&section);
+        }
     }
     println!("{report}");
     if args.output != "-" {
-        let tag = if args.scale { "scale" } else { "standard" };
+        let tag = match (&args.target, args.scale) {
+            (Some(_), _) => "target",
+            (None, true) => "scale",
+            (None, false) => "standard",
+        };
         write_section(&PathBuf::from(&args.output), tag, &report)?;
         println!("written to {}", args.output);
     }
     Ok(())
 }
 
-/// The machine, for the report: cores, CPU model, memory, and how busy it was.
-fn machine() -> String {
+/// The machine, for the report: cores, CPU model, memory, and how busy it was; `servers_here`
+/// when the servers run in this process too.
+fn machine(servers_here: bool) -> String {
     let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
     let model = cpuinfo
         .lines()
@@ -273,12 +317,17 @@ fn machine() -> String {
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     let load: Vec<&str> = load.split_whitespace().take(3).collect();
     format!(
-        "Machine: {} cores ({}), {} memory; load average at start {}. Servers and load generator \
-         share these cores.\n",
+        "Machine: {} cores ({}), {} memory; load average at start {}. {}\n",
         std::thread::available_parallelism().map_or(0, usize::from),
         model,
         memory,
         load.join(" "),
+        if servers_here {
+            "Servers and load generator share these cores."
+        } else {
+            "This is the load generator's machine; the server (`--target`) runs in a process of \
+             its own, here or elsewhere, and the CPU times below are the load generator's alone."
+        },
     )
 }
 
@@ -395,12 +444,14 @@ fn server_runtime() -> &'static tokio::runtime::Runtime {
     &RUNTIME
 }
 
-/// A server running in this process, and clients of it.
+/// A server, running in this process or (`--target`) elsewhere, and clients of it.
 struct Server {
     channels: Vec<Channel>,
     grpc: Vec<Grpc>,
-    metrics_addr: std::net::SocketAddr,
-    _stop: oneshot::Sender<()>,
+    /// Where the server's metrics are; `None` for a `--target` server.
+    metrics_addr: Option<std::net::SocketAddr>,
+    /// Stops a server running in this process when dropped.
+    _stop: Option<oneshot::Sender<()>>,
 }
 
 impl Server {
@@ -425,6 +476,17 @@ impl Server {
             }
         });
         let (addr, metrics_addr) = addrs.await??;
+        Self::connect(addr, Some(metrics_addr), Some(stop), channels).await
+    }
+
+    /// Connects to the server at `addr` with `channels` connections of each client kind, and
+    /// waits until it is ready.
+    async fn connect(
+        addr: std::net::SocketAddr,
+        metrics_addr: Option<std::net::SocketAddr>,
+        stop: Option<oneshot::Sender<()>>,
+        channels: usize,
+    ) -> anyhow::Result<Self> {
         let mut connected = Vec::new();
         let mut grpc = Vec::new();
         for _ in 0..channels {
@@ -446,7 +508,8 @@ impl Server {
         Ok(server)
     }
 
-    /// Waits until the server is SERVING and its cache (if any) is in use.
+    /// Waits until the server is SERVING and its cache (if any) is in use (a `--target` server:
+    /// SERVING; its cache is its own business).
     async fn wait_until_ready(&self) -> anyhow::Result<()> {
         let started = Instant::now();
         loop {
@@ -455,8 +518,9 @@ impl Server {
                 .await
                 .map(|r| r.into_inner().status)
                 .ok();
-            let bypassed = self.metric("spec_provider_cache_bypassed").await;
-            if status == Some(1) && bypassed == Some(0.0) {
+            let cache_in_use = self.metrics_addr.is_none()
+                || self.metric("spec_provider_cache_bypassed").await == Some(0.0);
+            if status == Some(1) && cache_in_use {
                 return Ok(());
             }
             anyhow::ensure!(
@@ -470,7 +534,7 @@ impl Server {
     /// The value of an unlabelled metric.
     async fn metric(&self, name: &str) -> Option<f64> {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let mut stream = tokio::net::TcpStream::connect(self.metrics_addr)
+        let mut stream = tokio::net::TcpStream::connect(self.metrics_addr?)
             .await
             .ok()?;
         stream
@@ -1092,6 +1156,169 @@ fn found() -> Option<Bytes> {
     Some(FOUND.clone())
 }
 
+/// The read scenarios on one server (and on one without a cache, if any): closed loop, taking
+/// turns in rounds, and cache hits at fixed rates.
+struct Reads {
+    check: Rounds,
+    hit: Rounds,
+    unknown: Rounds,
+    never_seen: Rounds,
+    /// On the server without a cache; none with `--target`.
+    uncached: Option<Rounds>,
+    half_peak: Outcome,
+    third_peak: Outcome,
+}
+
+impl Reads {
+    /// Measures them; `records` are stored (`record_id(0..records)`, answered with [`found`]).
+    async fn measure(
+        args: &Args,
+        cached: &Arc<Server>,
+        uncached: Option<&Arc<Server>>,
+        records: u64,
+    ) -> anyhow::Result<Self> {
+        let hot = HOT_IDS.min(records);
+        // The read scenarios take turns, in rounds: on a machine whose speed drifts (a shared
+        // VM) each of them gets its share of the fast and the slow moments, and each ratio is
+        // the median of its per-round ratios.
+        let mut reads: Vec<(&str, Request)> = vec![
+            ("Health/Check (floor)", {
+                let server = cached.clone();
+                request(move |task, _| check_ok(server.grpc(task)))
+            }),
+            ("GetImageSpec, cache hit", {
+                let server = cached.clone();
+                request(move |task, n| {
+                    get_ok(server.grpc(task), record_id(spread(task, n, hot)), found())
+                })
+            }),
+            ("GetImageSpec, unknown id (1000 ids, negative cache)", {
+                let server = cached.clone();
+                request(move |task, n| {
+                    let id = format!("unknown-{}", spread(task, n, HOT_IDS));
+                    get_ok(server.grpc(task), id, None)
+                })
+            }),
+            ("GetImageSpec, unknown id (never repeated)", {
+                let server = cached.clone();
+                let next = Arc::new(AtomicU64::new(0));
+                request(move |task, _| {
+                    let id = format!("probe-{}", next.fetch_add(1, Ordering::Relaxed));
+                    get_ok(server.grpc(task), id, None)
+                })
+            }),
+        ];
+        if let Some(server) = uncached {
+            let server = server.clone();
+            reads.push((
+                "GetImageSpec, cache off (random over all records)",
+                request(move |task, n| {
+                    get_ok(
+                        server.grpc(task),
+                        record_id(spread(task, n, records)),
+                        found(),
+                    )
+                }),
+            ));
+        }
+        let mut outcomes = in_rounds(reads, args.rounds, args.duration, args.concurrency)
+            .await
+            .into_iter();
+        let mut next = || outcomes.next().context("an outcome per scenario");
+        let (check, hit, unknown, never_seen) = (next()?, next()?, next()?, next()?);
+        let uncached = outcomes.next();
+
+        // Cache hits at a fixed rate: half of the peak (the target), and a third of it (where
+        // the cores are not nearly all busy: see docs/benchmarks.md).
+        let mut at_rate = Vec::new();
+        for (share, divisor) in [("half", 2.0), ("a third of", 3.0)] {
+            let rate = hit.total.rps() / divisor;
+            let server = cached.clone();
+            at_rate.push(
+                measure(
+                    &format!("GetImageSpec, cache hit, at {share} peak ({rate:.0}/s)"),
+                    Until::Elapsed(args.duration * FIXED_RATE_LENGTH),
+                    args.concurrency,
+                    Pace::Rate(rate),
+                    move |task, n| {
+                        get_ok(server.grpc(task), record_id(spread(task, n, hot)), found())
+                    },
+                )
+                .await,
+            );
+        }
+        let [half_peak, third_peak] = <[Outcome; 2]>::try_from(at_rate)
+            .map_err(|_| anyhow::anyhow!("two rates, two outcomes"))?;
+        Ok(Self {
+            check,
+            hit,
+            unknown,
+            never_seen,
+            uncached,
+            half_peak,
+            third_peak,
+        })
+    }
+
+    /// Their rows of the table, in its order.
+    fn rows(&self) -> Vec<&Outcome> {
+        let mut rows = vec![
+            &self.check.total,
+            &self.hit.total,
+            &self.half_peak,
+            &self.third_peak,
+            &self.unknown.total,
+            &self.never_seen.total,
+        ];
+        rows.extend(self.uncached.as_ref().map(|rounds| &rounds.total));
+        rows
+    }
+
+    /// The paragraph under the table: ratios to Health/Check, p99 at the fixed rates.
+    fn summary(&self, rounds: u32) -> String {
+        let ratios = |of: &Rounds| {
+            let ratios = of.ratios_to(&self.check);
+            let servers = if of.total.server_cpu.is_zero() {
+                String::new()
+            } else {
+                format!(
+                    ", by the servers' alone: {:.2}",
+                    self.check.total.server_cpu_us() / of.total.server_cpu_us()
+                )
+            };
+            format!(
+                "**{:.2}** (rounds: {}; by CPU time per request: {:.2}{servers})",
+                median(&ratios),
+                ratios
+                    .iter()
+                    .map(|r| format!("{r:.2}"))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                self.check.total.cpu_us() / of.total.cpu_us(),
+            )
+        };
+        let uncached = self
+            .uncached
+            .as_ref()
+            .map(|rounds| format!("; cache off {}", ratios(rounds)))
+            .unwrap_or_default();
+        format!(
+            "\nRatios to Health/Check, median of {rounds} rounds: cache hit {}; unknown id \
+             (negative cache) {}{uncached}. p99 of cached GetImageSpec at half peak: **{:.2} \
+             ms** ({:.2} ms counted from when each request was due, the load generator's timer \
+             included); meanwhile a bare thread woke from 1 ms sleeps {:.2} ms late at p99, \
+             {:.2} ms at most. At a third of peak: p99 **{:.2} ms**.\n",
+            ratios(&self.hit),
+            ratios(&self.unknown),
+            self.half_peak.ms(0.99),
+            self.half_peak.due_ms(0.99),
+            self.half_peak.wakeup_ms(0.99),
+            self.half_peak.wakeup_ms(1.0),
+            self.third_peak.ms(0.99),
+        )
+    }
+}
+
 async fn bench_backend(args: &Args, backend: &str) -> anyhow::Result<String> {
     eprintln!("{backend}:");
     let (scratch, url) = Scratch::create(backend, &args.database_url).await?;
@@ -1101,79 +1328,14 @@ async fn bench_backend(args: &Args, backend: &str) -> anyhow::Result<String> {
     let filled = fill(&url, "bench-", args.records, None).await?;
     eprintln!("  filled {} records in {filled:.1?}", args.records);
     let records = args.records.max(1);
-    let hot = HOT_IDS.min(records);
-    let (duration, concurrency) = (Until::Elapsed(args.duration), args.concurrency);
-
-    // The read scenarios take turns, in rounds: on a machine whose speed drifts (a shared VM)
-    // each of them gets its share of the fast and the slow moments, and each ratio is the median
-    // of its per-round ratios.
-    let reads: Vec<(&str, Request)> = vec![
-        ("Health/Check (floor)", {
-            let server = cached.clone();
-            request(move |task, _| check_ok(server.grpc(task)))
-        }),
-        ("GetImageSpec, cache hit", {
-            let server = cached.clone();
-            request(move |task, n| {
-                get_ok(server.grpc(task), record_id(spread(task, n, hot)), found())
-            })
-        }),
-        ("GetImageSpec, unknown id (1000 ids, negative cache)", {
-            let server = cached.clone();
-            request(move |task, n| {
-                let id = format!("unknown-{}", spread(task, n, HOT_IDS));
-                get_ok(server.grpc(task), id, None)
-            })
-        }),
-        ("GetImageSpec, unknown id (never repeated)", {
-            let server = cached.clone();
-            let next = Arc::new(AtomicU64::new(0));
-            request(move |task, _| {
-                let id = format!("probe-{}", next.fetch_add(1, Ordering::Relaxed));
-                get_ok(server.grpc(task), id, None)
-            })
-        }),
-        ("GetImageSpec, cache off (random over all records)", {
-            let server = uncached.clone();
-            request(move |task, n| {
-                get_ok(
-                    server.grpc(task),
-                    record_id(spread(task, n, records)),
-                    found(),
-                )
-            })
-        }),
-    ];
-    let [check, hit, unknown, never_seen, uncached_get] =
-        <[Rounds; 5]>::try_from(in_rounds(reads, args.rounds, args.duration, concurrency).await)
-            .map_err(|_| anyhow::anyhow!("five scenarios, five outcomes"))?;
-
-    // Cache hits at a fixed rate: half of the peak (the target), and a third of it (where the
-    // cores are not nearly all busy: see docs/benchmarks.md).
-    let mut at_rate = Vec::new();
-    for (share, divisor) in [("half", 2.0), ("a third of", 3.0)] {
-        let rate = hit.total.rps() / divisor;
-        let server = cached.clone();
-        at_rate.push(
-            measure(
-                &format!("GetImageSpec, cache hit, at {share} peak ({rate:.0}/s)"),
-                Until::Elapsed(args.duration * FIXED_RATE_LENGTH),
-                concurrency,
-                Pace::Rate(rate),
-                move |task, n| get_ok(server.grpc(task), record_id(spread(task, n, hot)), found()),
-            )
-            .await,
-        );
-    }
-    let [half_peak, third_peak] = <[Outcome; 2]>::try_from(at_rate)
-        .map_err(|_| anyhow::anyhow!("two rates, two outcomes"))?;
+    let reads = Reads::measure(args, &cached, Some(&uncached), records).await?;
 
     let spec = typical_spec(1);
     let server = cached.clone();
     let put = measure(
         "PutSpec (new ids)",
-        duration,
-        concurrency,
+        Until::Elapsed(args.duration),
+        args.concurrency,
         Pace::Closed,
         move |task, n| {
             let request = PutSpecRequest {
@@ -1199,50 +1361,10 @@ async fn bench_backend(args: &Args, backend: &str) -> anyhow::Result<String> {
     writeln!(section, "### {backend}, {} records\n", args.records)?;
     writeln!(section, "Filled in {filled:.1?}.\n")?;
     section.push_str(TABLE_HEAD);
-    for outcome in [
-        &check.total,
-        &hit.total,
-        &half_peak,
-        &third_peak,
-        &unknown.total,
-        &never_seen.total,
-        &uncached_get.total,
-        &put,
-    ] {
+    for outcome in reads.rows().into_iter().chain([&put]) {
         writeln!(section, "{}", outcome.row())?;
     }
-    let ratios = |of: &Rounds| {
-        let ratios = of.ratios_to(&check);
-        format!(
-            "**{:.2}** (rounds: {}; by CPU time per request: {:.2}, by the servers' alone: \
-             {:.2})",
-            median(&ratios),
-            ratios
-                .iter()
-                .map(|r| format!("{r:.2}"))
-                .collect::<Vec<_>>()
-                .join(", "),
-            check.total.cpu_us() / of.total.cpu_us(),
-            check.total.server_cpu_us() / of.total.server_cpu_us(),
-        )
-    };
-    writeln!(
-        section,
-        "\nRatios to Health/Check, median of {} rounds: cache hit {}; unknown id (negative cache) \
-         {}; cache off {}. p99 of cached GetImageSpec at half peak: **{:.2} ms** ({:.2} ms counted \
-         from when each request was due, the load generator's timer included); meanwhile a bare \
-         thread woke from 1 ms sleeps {:.2} ms late at p99, {:.2} ms at most. At a third of \
-         peak: p99 **{:.2} ms**.\n",
-        args.rounds,
-        ratios(&hit),
-        ratios(&unknown),
-        ratios(&uncached_get),
-        half_peak.ms(0.99),
-        half_peak.due_ms(0.99),
-        half_peak.wakeup_ms(0.99),
-        half_peak.wakeup_ms(1.0),
-        third_peak.ms(0.99),
-    )?;
+    writeln!(section, "{}", reads.summary(args.rounds))?;
 
     if args.scale {
         section.push_str(&scale(args, &url, &uncached, records).await?);
@@ -1262,6 +1384,108 @@ async fn bench_backend(args: &Args, backend: &str) -> anyhow::Result<String> {
     drop(cached);
     drop(uncached);
     scratch.drop_database().await?;
+    Ok(section)
+}
+
+/// `--target`: the read scenarios that need no access to the database, against a server that
+/// runs in a process of its own (on another machine, the server's cores are its own). The
+/// records are stored, and deleted afterwards, through SpecAdmin.
+async fn bench_target(args: &Args, target: &str) -> anyhow::Result<String> {
+    eprintln!("{target}:");
+    let addr = tokio::net::lookup_host(target)
+        .await
+        .with_context(|| format!("--target {target}: not an address"))?
+        .next()
+        .with_context(|| format!("--target {target}: no address"))?;
+    let server = Arc::new(
+        Server::connect(addr, None, None, args.channels)
+            .await
+            .with_context(|| format!("connecting to {addr}"))?,
+    );
+    let authorization: Option<tonic::metadata::AsciiMetadataValue> = args
+        .token
+        .as_ref()
+        .map(|token| format!("Bearer {token}").parse())
+        .transpose()
+        .context("--token holds characters a token cannot have")?;
+    let admin = SpecAdminClient::with_interceptor(
+        server.channel(0),
+        move |mut request: tonic::Request<()>| {
+            if let Some(value) = &authorization {
+                request
+                    .metadata_mut()
+                    .insert("authorization", value.clone());
+            }
+            Ok(request)
+        },
+    );
+
+    let started = Instant::now();
+    let spec = typical_spec(0);
+    let stored: Vec<Result<_, tonic::Status>> = futures::stream::iter(0..HOT_IDS)
+        .map(|n| {
+            let mut admin = admin.clone();
+            let request = PutSpecRequest {
+                id: record_id(n),
+                spec: Some(spec.clone()),
+                // Gone within the hour even if this run does not get to delete them.
+                ttl: Some(pbjson_types::Duration {
+                    seconds: 3600,
+                    nanos: 0,
+                }),
+                ..PutSpecRequest::default()
+            };
+            async move { admin.put_spec(request).await }
+        })
+        .buffer_unordered(16)
+        .collect()
+        .await;
+    if let Some(Err(status)) = stored.into_iter().find(Result::is_err) {
+        anyhow::bail!(
+            "storing the records through SpecAdmin failed: {} ({:?}); a server with admin \
+             credentials needs --token",
+            status.message(),
+            status.code()
+        );
+    }
+    let filled = started.elapsed();
+    eprintln!("  stored {HOT_IDS} records through SpecAdmin in {filled:.1?}");
+
+    let reads = Reads::measure(args, &server, None, HOT_IDS).await?;
+
+    let deleted: Vec<Result<_, tonic::Status>> = futures::stream::iter(0..HOT_IDS)
+        .map(|n| {
+            let mut admin = admin.clone();
+            let request = DeleteSpecRequest {
+                id: record_id(n),
+                allow_missing: true,
+                ..DeleteSpecRequest::default()
+            };
+            async move { admin.delete_spec(request).await }
+        })
+        .buffer_unordered(16)
+        .collect()
+        .await;
+    let failed = deleted.iter().filter(|result| result.is_err()).count();
+    if failed > 0 {
+        eprintln!("  {failed} of the records could not be deleted; their ttl removes them");
+    }
+
+    let mut section = String::new();
+    writeln!(
+        section,
+        "### {target}, {HOT_IDS} records (stored through SpecAdmin in {filled:.1?})\n"
+    )?;
+    section.push_str(TABLE_HEAD);
+    for outcome in reads.rows() {
+        writeln!(section, "{}", outcome.row())?;
+    }
+    writeln!(section, "{}", reads.summary(args.rounds))?;
+    writeln!(
+        section,
+        "Load generator's peak resident memory: {}.\n",
+        peak_rss()
+    )?;
     Ok(section)
 }
 

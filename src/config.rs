@@ -76,6 +76,11 @@ pub struct ServerSettings {
     /// further connections are accepted and closed at once, so that a flood of connections cannot
     /// exhaust file descriptors or memory.
     pub max_connections: usize,
+    /// Longest time a new client connection may take to send the HTTP/2 connection preface (its
+    /// first 24 bytes; counted after the TLS handshake when TLS is on); a connection that has
+    /// not sent it by then is closed, so silent connections cannot hold `max_connections`.
+    #[serde(with = "humantime_serde")]
+    pub preface_timeout: Duration,
     /// Time between HTTP/2 pings on an idle connection, to find peers that are gone.
     #[serde(with = "humantime_serde")]
     pub http2_keepalive_interval: Duration,
@@ -94,6 +99,7 @@ impl Default for ServerSettings {
             max_concurrent_streams: 200,
             request_timeout: Duration::from_secs(30),
             max_connections: 4096,
+            preface_timeout: Duration::from_secs(10),
             http2_keepalive_interval: Duration::from_secs(30),
             http2_keepalive_timeout: Duration::from_secs(10),
         }
@@ -531,6 +537,9 @@ impl Settings {
         if self.server.request_timeout.is_zero() {
             return invalid("server.request_timeout", "must be longer than 0s");
         }
+        if self.server.preface_timeout.is_zero() {
+            return invalid("server.preface_timeout", "must be longer than 0s");
+        }
         if self.server.max_connections == 0 {
             return invalid("server.max_connections", "must be at least 1");
         }
@@ -812,6 +821,11 @@ mod tests {
                 "SPEC_PROVIDER__TLS__MAX_HANDSHAKES",
                 "0",
                 "tls.max_handshakes",
+            ),
+            (
+                "SPEC_PROVIDER__SERVER__PREFACE_TIMEOUT",
+                "0s",
+                "server.preface_timeout",
             ),
         ];
         for (key, value, named) in cases {

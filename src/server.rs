@@ -274,7 +274,8 @@ impl Application {
         let stop_accepting = CancellationToken::new();
         // Each listener admits at most `server.max_connections` connections at once (counted once
         // TLS is established; handshakes in progress are bounded by `tls.max_handshakes` and
-        // `tls.handshake_timeout`).
+        // `tls.handshake_timeout`), and closes those that send no HTTP/2 preface within
+        // `server.preface_timeout`.
         let accept = |listener| {
             limits::limit_connections(
                 incoming(
@@ -285,6 +286,7 @@ impl Application {
                     stop_accepting.clone(),
                 ),
                 settings.server.max_connections,
+                settings.server.preface_timeout,
             )
         };
 

@@ -405,13 +405,52 @@ async fn is_served(stream: &mut TcpStream) -> bool {
     }
 }
 
+#[tokio::test]
+async fn a_connection_that_sends_no_preface_is_closed_after_the_preface_timeout_and_frees_its_permit()
+ {
+    let app = app_with(|settings| {
+        // One permit, held by the test's own channel until the silent connection is gone.
+        settings.server.max_connections = 2;
+        settings.server.preface_timeout = Duration::from_millis(300);
+    })
+    .await;
+
+    // Half a preface, then nothing: the server gives up on it (after its own SETTINGS).
+    let mut silent = TcpStream::connect(app.addr).await.unwrap();
+    silent.write_all(&b"PRI * HTTP/2.0\r\n"[..]).await.unwrap();
+    let received = read_until_closed(&mut silent).await;
+    assert_eq!(frame_types(&received), [0x4], "only the server's SETTINGS");
+
+    // Its permit is free again: a new client is served (the server may notice the closed
+    // connection a moment after the client does, hence the bounded retry).
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let mut stream = TcpStream::connect(app.addr).await.unwrap();
+        if is_served(&mut stream).await {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the silent connection's permit did not come free"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // A client that sends its preface in time is served as before.
+    assert_still_answers(&app).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn thousands_of_connections_are_bounded_by_max_connections() {
     const MAX: usize = 64;
     const FLOOD: usize = 2000;
     // Under any listen backlog a Linux host is likely to have (somaxconn is at least 128).
     const BATCH: usize = 100;
-    let app = app_with(|settings| settings.server.max_connections = MAX).await;
+    let app = app_with(|settings| {
+        settings.server.max_connections = MAX;
+        // The flood stays silent; it must hold its permits for as long as the test takes.
+        settings.server.preface_timeout = Duration::from_secs(3600);
+    })
+    .await;
 
     // All kept open at once, opened a batch at a time, each batch seen by the server before the
     // next: a loaded server must not let the kernel's accept queue overflow, which would leave

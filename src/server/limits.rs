@@ -5,15 +5,14 @@
 //! It wraps a stream of accepted connections, whatever they are (plain TCP, or TLS once the
 //! handshake is done), so it composes with the wrappers that make them.
 
+use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-
-use futures::{Stream, StreamExt};
-use std::future::Future;
 use std::time::Duration;
 
+use futures::{Stream, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::{Instant, Sleep};

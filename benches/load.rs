@@ -125,7 +125,8 @@ struct Args {
     /// half and a third of their peak) and unknown ids. The section it writes is `target`.
     #[arg(long, value_name = "HOST:PORT", conflicts_with_all = ["scale", "backends", "records"])]
     target: Option<String>,
-    /// With `--target`: the bearer token for SpecAdmin, if the server requires one.
+    /// With `--target`: the bearer token sent with every call, if the server requires one (an
+    /// admin token: the records are stored through SpecAdmin).
     #[arg(
         long,
         env = "SPEC_PROVIDER_TOKEN",
@@ -491,16 +492,17 @@ impl Server {
             }
         });
         let (addr, metrics_addr) = addrs.await??;
-        Self::connect(addr, Some(metrics_addr), Some(stop), channels).await
+        Self::connect(addr, Some(metrics_addr), Some(stop), channels, None).await
     }
 
-    /// Connects to the server at `addr` with `channels` connections of each client kind, and
-    /// waits until it is ready.
+    /// Connects to the server at `addr` with `channels` connections of each client kind (the
+    /// lean ones sending `authorization`), and waits until it is ready.
     async fn connect(
         addr: std::net::SocketAddr,
         metrics_addr: Option<std::net::SocketAddr>,
         stop: Option<oneshot::Sender<()>>,
         channels: usize,
+        authorization: Option<tonic::codegen::http::HeaderValue>,
     ) -> anyhow::Result<Self> {
         let mut connected = Vec::new();
         let mut grpc = Vec::new();
@@ -511,7 +513,7 @@ impl Server {
                     .connect()
                     .await?,
             );
-            grpc.push(Grpc::connect(addr).await?);
+            grpc.push(Grpc::connect(addr, authorization.clone()).await?);
         }
         let server = Self {
             channels: connected,
@@ -1053,10 +1055,15 @@ fn spread(task: usize, n: u64, modulo: u64) -> u64 {
 struct Grpc {
     send: h2::client::SendRequest<Bytes>,
     authority: String,
+    /// Sent with every call (`--token`).
+    authorization: Option<tonic::codegen::http::HeaderValue>,
 }
 
 impl Grpc {
-    async fn connect(addr: std::net::SocketAddr) -> anyhow::Result<Self> {
+    async fn connect(
+        addr: std::net::SocketAddr,
+        authorization: Option<tonic::codegen::http::HeaderValue>,
+    ) -> anyhow::Result<Self> {
         let tcp = tokio::net::TcpStream::connect(addr).await?;
         tcp.set_nodelay(true)?;
         // hyper's (and so tonic's) default windows, not h2's 64 KiB: with 64 KiB for the whole
@@ -1072,16 +1079,20 @@ impl Grpc {
         Ok(Self {
             send,
             authority: addr.to_string(),
+            authorization,
         })
     }
 
     /// Calls the unary method at `path` with `request`: the answer's bytes, or its grpc-status.
     async fn call(&self, path: &str, request: &impl Message) -> Result<Bytes, tonic::Code> {
-        let http = tonic::codegen::http::Request::post(format!("http://{}{path}", self.authority))
-            .header("content-type", "application/grpc")
-            .header("te", "trailers")
-            .body(())
-            .map_err(|_| tonic::Code::Internal)?;
+        let mut http =
+            tonic::codegen::http::Request::post(format!("http://{}{path}", self.authority))
+                .header("content-type", "application/grpc")
+                .header("te", "trailers");
+        if let Some(value) = &self.authorization {
+            http = http.header("authorization", value.clone());
+        }
+        let http = http.body(()).map_err(|_| tonic::Code::Internal)?;
         let mut body = bytes::BytesMut::with_capacity(5 + request.encoded_len());
         body.extend_from_slice(&[0]);
         body.extend_from_slice(
@@ -1412,21 +1423,26 @@ async fn bench_target(args: &Args, target: &str) -> anyhow::Result<String> {
         .with_context(|| format!("--target {target}: not an address"))?
         .next()
         .with_context(|| format!("--target {target}: no address"))?;
+    let bearer = args.token.as_ref().map(|token| format!("Bearer {token}"));
+    let authorization = bearer
+        .as_deref()
+        .map(tonic::codegen::http::HeaderValue::from_str)
+        .transpose()
+        .context("--token holds characters a token cannot have")?;
     let server = Arc::new(
-        Server::connect(addr, None, None, args.channels)
+        Server::connect(addr, None, None, args.channels, authorization)
             .await
             .with_context(|| format!("connecting to {addr}"))?,
     );
-    let authorization: Option<tonic::metadata::AsciiMetadataValue> = args
-        .token
-        .as_ref()
-        .map(|token| format!("Bearer {token}").parse())
+    let admin_authorization: Option<tonic::metadata::AsciiMetadataValue> = bearer
+        .as_deref()
+        .map(str::parse)
         .transpose()
         .context("--token holds characters a token cannot have")?;
     let admin = SpecAdminClient::with_interceptor(
         server.channel(0),
         move |mut request: tonic::Request<()>| {
-            if let Some(value) = &authorization {
+            if let Some(value) = &admin_authorization {
                 request
                     .metadata_mut()
                     .insert("authorization", value.clone());
@@ -1437,25 +1453,22 @@ async fn bench_target(args: &Args, target: &str) -> anyhow::Result<String> {
 
     let started = Instant::now();
     let spec = typical_spec(0);
-    let stored: Vec<Result<_, tonic::Status>> = futures::stream::iter(0..HOT_IDS)
-        .map(|n| {
-            let mut admin = admin.clone();
-            let request = PutSpecRequest {
-                id: record_id(n),
-                spec: Some(spec.clone()),
-                // Gone within the hour even if this run does not get to delete them.
-                ttl: Some(pbjson_types::Duration {
-                    seconds: 3600,
-                    nanos: 0,
-                }),
-                ..PutSpecRequest::default()
-            };
-            async move { admin.put_spec(request).await }
-        })
-        .buffer_unordered(16)
-        .collect()
-        .await;
-    if let Some(Err(status)) = stored.into_iter().find(Result::is_err) {
+    let failed = for_each_record(|n| {
+        let mut admin = admin.clone();
+        let request = PutSpecRequest {
+            id: record_id(n),
+            spec: Some(spec.clone()),
+            // Gone within the hour even if this run does not get to delete them.
+            ttl: Some(pbjson_types::Duration {
+                seconds: 3600,
+                nanos: 0,
+            }),
+            ..PutSpecRequest::default()
+        };
+        async move { admin.put_spec(request).await }
+    })
+    .await;
+    if let Some(status) = failed.first() {
         anyhow::bail!(
             "storing the records through SpecAdmin failed: {} ({:?}); a server with admin \
              credentials needs --token",
@@ -1468,22 +1481,21 @@ async fn bench_target(args: &Args, target: &str) -> anyhow::Result<String> {
 
     let reads = Reads::measure(args, &server, None, HOT_IDS).await?;
 
-    let deleted: Vec<Result<_, tonic::Status>> = futures::stream::iter(0..HOT_IDS)
-        .map(|n| {
-            let mut admin = admin.clone();
-            let request = DeleteSpecRequest {
-                id: record_id(n),
-                allow_missing: true,
-                ..DeleteSpecRequest::default()
-            };
-            async move { admin.delete_spec(request).await }
-        })
-        .buffer_unordered(16)
-        .collect()
-        .await;
-    let failed = deleted.iter().filter(|result| result.is_err()).count();
-    if failed > 0 {
-        eprintln!("  {failed} of the records could not be deleted; their ttl removes them");
+    let failed = for_each_record(|n| {
+        let mut admin = admin.clone();
+        let request = DeleteSpecRequest {
+            id: record_id(n),
+            allow_missing: true,
+            ..DeleteSpecRequest::default()
+        };
+        async move { admin.delete_spec(request).await }
+    })
+    .await;
+    if !failed.is_empty() {
+        eprintln!(
+            "  {} of the records could not be deleted; their ttl removes them",
+            failed.len()
+        );
     }
 
     let mut section = String::new();
@@ -1502,6 +1514,20 @@ async fn bench_target(args: &Args, target: &str) -> anyhow::Result<String> {
         peak_rss()
     )?;
     Ok(section)
+}
+
+/// Makes `call(n)` for each of the `HOT_IDS` records, 16 at a time; the errors.
+async fn for_each_record<F, Fut, T>(call: F) -> Vec<tonic::Status>
+where
+    F: FnMut(u64) -> Fut,
+    Fut: Future<Output = Result<T, tonic::Status>>,
+{
+    futures::stream::iter(0..HOT_IDS)
+        .map(call)
+        .buffer_unordered(16)
+        .filter_map(|result| std::future::ready(result.err()))
+        .collect()
+        .await
 }
 
 /// ListSpecs first vs last page, and uncached reads while the sweeper deletes expired records.

@@ -1,8 +1,7 @@
 //! The GetImageSpec read cache: coherent across replicas (PostgreSQL notifications) and within
 //! one (local invalidation), bypassed while it cannot hear changes, honouring expiry, measured.
 
-use std::future::Future;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use prost::Message;
 use spec_provider::proto::registryfacade::{GetImageSpecRequest, GetImageSpecResponse, ImageSpec};
@@ -10,7 +9,7 @@ use spec_provider::proto::specprovider::v1::{DeleteSpecRequest, PutSpecRequest};
 use sqlx::{AssertSqlSafe, Connection, PgConnection};
 use tonic::Code;
 
-use crate::app::{DEADLINE, TestApp, spawn_app_with};
+use crate::app::{DEADLINE, TestApp, eventually, spawn_app_with};
 use crate::db::Backend;
 use crate::fixtures::{full_spec, minimal_spec, put};
 use crate::grpc::raw_call;
@@ -45,22 +44,6 @@ async fn wait_until_cache_in_use(app: &TestApp) {
             == Some(0.0)
     })
     .await;
-}
-
-/// Polls `condition` until it holds; fails after [`DEADLINE`].
-async fn eventually<F, Fut>(what: &str, mut condition: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let started = Instant::now();
-    while !condition().await {
-        assert!(
-            started.elapsed() < DEADLINE,
-            "waited {DEADLINE:?} for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
 }
 
 /// GetImageSpec of `id`: the spec, or `None` for NOT_FOUND.

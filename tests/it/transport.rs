@@ -15,7 +15,7 @@ use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 
-use crate::app::{DEADLINE, TestApp, spawn_app_with};
+use crate::app::{DEADLINE, TestApp, eventually, spawn_app_with};
 use crate::db::Backend;
 use crate::fixtures::{full_spec, put};
 
@@ -423,18 +423,11 @@ async fn a_connection_that_sends_no_preface_is_closed_after_the_preface_timeout_
 
     // Its permit is free again: a new client is served (the server may notice the closed
     // connection a moment after the client does, hence the bounded retry).
-    let deadline = Instant::now() + DEADLINE;
-    loop {
+    eventually("the silent connection's permit to come free", || async {
         let mut stream = TcpStream::connect(app.addr).await.unwrap();
-        if is_served(&mut stream).await {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the silent connection's permit did not come free"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+        is_served(&mut stream).await
+    })
+    .await;
     // A client that sends its preface in time is served as before.
     assert_still_answers(&app).await;
 }
@@ -485,25 +478,19 @@ async fn thousands_of_connections_are_bounded_by_max_connections() {
     // Once the flood is gone, new connections are served again (the server notices the closed
     // connections asynchronously, hence the bounded retry).
     drop(flood);
-    let deadline = Instant::now() + DEADLINE;
-    loop {
-        let channel = Channel::from_shared(format!("http://{}", app.addr))
+    eventually("a new connection to be served after the flood", || async {
+        let Ok(channel) = Channel::from_shared(format!("http://{}", app.addr))
             .unwrap()
             .connect()
-            .await;
-        if let Ok(channel) = channel
-            && HealthClient::new(channel)
-                .check(HealthCheckRequest::default())
-                .await
-                .is_ok()
-        {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no new connection was served after the flood"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+            .await
+        else {
+            return false;
+        };
+        HealthClient::new(channel)
+            .check(HealthCheckRequest::default())
+            .await
+            .is_ok()
+    })
+    .await;
     assert_still_answers(&app).await;
 }

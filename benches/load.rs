@@ -1016,6 +1016,15 @@ async fn in_rounds(
     results.into_iter().flatten().collect()
 }
 
+/// `values` to two decimals, comma-separated: per-round ratios for the report.
+fn listed(values: &[f64]) -> String {
+    values
+        .iter()
+        .map(|v| format!("{v:.2}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// The median of `values` (the mean of the middle two for an even count).
 fn median(values: &[f64]) -> f64 {
     let mut sorted = values.to_vec();
@@ -1315,11 +1324,7 @@ impl Reads {
             format!(
                 "**{:.2}** (rounds: {}; by CPU time per request: {:.2}{servers})",
                 median(&ratios),
-                ratios
-                    .iter()
-                    .map(|r| format!("{r:.2}"))
-                    .collect::<Vec<_>>()
-                    .join(", "),
+                listed(&ratios),
                 self.check.total.cpu_us() / of.total.cpu_us(),
             )
         };
@@ -1666,13 +1671,6 @@ async fn scale(
     for outcome in [&first, &last, &peak, &before, &during] {
         writeln!(section, "{}", outcome.row())?;
     }
-    let listed = |ratios: &[f64]| {
-        ratios
-            .iter()
-            .map(|r| format!("{r:.2}"))
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
     writeln!(
         section,
         "\nLast / first ListSpecs page, p50: **{:.2}**. The sweeper deleted {SWEPT_RECORDS} \

@@ -687,8 +687,11 @@ enum Pace {
 enum Until {
     /// After a warm-up of a fifth of this, measure for this long.
     Elapsed(Duration),
-    /// No warm-up; measure until the flag is raised.
-    Flag(Arc<AtomicBool>),
+    /// Warm up until `from`, then measure until the flag is raised.
+    Flag {
+        from: Instant,
+        flag: Arc<AtomicBool>,
+    },
 }
 
 /// Runs `request(task, n)` from `concurrency` tasks until `until`; `request` says whether the
@@ -707,11 +710,11 @@ where
     let request = Arc::new(request);
     let start = match &until {
         Until::Elapsed(duration) => Instant::now() + *duration / 5,
-        Until::Flag(_) => Instant::now(),
+        Until::Flag { from, .. } => *from,
     };
     let finished = move |now: Instant| match &until {
         Until::Elapsed(duration) => now >= start + *duration,
-        Until::Flag(flag) => flag.load(Ordering::Relaxed),
+        Until::Flag { flag, .. } => flag.load(Ordering::Relaxed),
     };
     let finished = Arc::new(finished);
     // The process's CPU time once the warm-up is over.
@@ -1615,8 +1618,9 @@ async fn scale(
         let filled = fill(url, &format!("expired-{round}-"), per_round, Some(expire)).await?;
         eprintln!("  filled {per_round} records expiring in {expire_in:?} in {filled:.1?}");
         anyhow::ensure!(
-            Instant::now() + window < expire_at,
-            "the fill outlasted its margin; the sweep would start during the window without"
+            Instant::now() + window + quiet / 5 < expire_at,
+            "the fill outlasted its margin; the sweep would start during the window without, \
+             or the warm-up before it"
         );
         let quiet_reads = measure(
             &format!("GetImageSpec, cache off, {rate:.0}/s, no sweep"),
@@ -1626,15 +1630,20 @@ async fn scale(
             read(uncached.clone()),
         )
         .await;
-        tokio::time::sleep_until(expire_at.into()).await;
+        // The readers warm up as long as before the window without a sweep (they have been idle
+        // since), and are measured from the expiry on.
+        tokio::time::sleep_until((expire_at - quiet / 5).into()).await;
         let done = Arc::new(AtomicBool::new(false));
         let during_name = format!("GetImageSpec, cache off, {rate:.0}/s, while sweeping");
-        let stop = Until::Flag(done.clone());
+        let stop = Until::Flag {
+            from: expire_at,
+            flag: done.clone(),
+        };
         let during_read = read(uncached.clone());
         let sweep_reads = tokio::spawn(async move {
             measure(&during_name, stop, readers, Pace::Rate(rate), during_read).await
         });
-        let swept_at = Instant::now();
+        let swept_at = expire_at;
         let target = (u64::from(round) + 1) * per_round;
         loop {
             let deleted = sweeper

@@ -1603,9 +1603,11 @@ async fn scale(
     let (batch_size, batch_pause) = (sweeping.sweeper.batch_size, sweeping.sweeper.batch_pause);
     let sweeper = Server::start(sweeping, 1).await?;
     let per_round = SWEPT_RECORDS / u64::from(SWEEP_ROUNDS);
-    // A quiet window: its warm-up and measurement.
+    // A window's measurement, and the warm-up `measure` gives it (a fifth of it).
     let quiet = args.duration * FIXED_RATE_LENGTH / SWEEP_ROUNDS;
-    let window = quiet + quiet / 5;
+    let warm_up = quiet / 5;
+    // A quiet window: its warm-up and measurement.
+    let window = quiet + warm_up;
     let (mut before, mut during): (Option<Outcome>, Option<Outcome>) = (None, None);
     let (mut ratios, mut due_ratios) = (Vec::new(), Vec::new());
     let mut swept = Duration::ZERO;
@@ -1618,7 +1620,7 @@ async fn scale(
         let filled = fill(url, &format!("expired-{round}-"), per_round, Some(expire)).await?;
         eprintln!("  filled {per_round} records expiring in {expire_in:?} in {filled:.1?}");
         anyhow::ensure!(
-            Instant::now() + window + quiet / 5 < expire_at,
+            Instant::now() + window + warm_up < expire_at,
             "the fill outlasted its margin; the sweep would start during the window without, \
              or the warm-up before it"
         );
@@ -1632,7 +1634,7 @@ async fn scale(
         .await;
         // The readers warm up as long as before the window without a sweep (they have been idle
         // since), and are measured from the expiry on.
-        tokio::time::sleep_until((expire_at - quiet / 5).into()).await;
+        tokio::time::sleep_until((expire_at - warm_up).into()).await;
         let done = Arc::new(AtomicBool::new(false));
         let during_name = format!("GetImageSpec, cache off, {rate:.0}/s, while sweeping");
         let stop = Until::Flag {
@@ -1643,7 +1645,6 @@ async fn scale(
         let sweep_reads = tokio::spawn(async move {
             measure(&during_name, stop, readers, Pace::Rate(rate), during_read).await
         });
-        let swept_at = expire_at;
         let target = (u64::from(round) + 1) * per_round;
         loop {
             let deleted = sweeper
@@ -1654,12 +1655,12 @@ async fn scale(
                 break;
             }
             anyhow::ensure!(
-                swept_at.elapsed() < Duration::from_secs(600),
+                expire_at.elapsed() < Duration::from_secs(600),
                 "the sweep took over 10 minutes"
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        swept += swept_at.elapsed();
+        swept += expire_at.elapsed();
         done.store(true, Ordering::Relaxed);
         let sweep_reads = sweep_reads.await?;
         ratios.push(sweep_reads.ms(0.99) / quiet_reads.ms(0.99));

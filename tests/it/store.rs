@@ -149,6 +149,28 @@ mod opening {
             .unwrap();
         assert_eq!(mode, "wal");
     }
+
+    /// `.cargo/config.toml` builds SQLite with a page cache per connection (one connection
+    /// emptying its cache after another's commit does not hold up the others) and without
+    /// counting memory use behind a process-wide mutex.
+    #[tokio::test]
+    async fn sqlite_is_built_with_a_page_cache_per_connection() {
+        let mut conn = SqliteConnection::connect("sqlite::memory:").await.unwrap();
+        let options: Vec<String> = sqlx::query_scalar("PRAGMA compile_options")
+            .fetch_all(&mut conn)
+            .await
+            .unwrap();
+        assert!(
+            !options.iter().any(|o| o == "ENABLE_MEMORY_MANAGEMENT"),
+            "{options:?}"
+        );
+        assert!(
+            options.iter().any(|o| o == "DEFAULT_MEMSTATUS=0"),
+            "{options:?}"
+        );
+        // The options libsqlite3-sys sets itself are still there.
+        assert!(options.iter().any(|o| o == "THREADSAFE=1"), "{options:?}");
+    }
 }
 
 // ---------------------------------------------------------------------------------------------

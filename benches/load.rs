@@ -1604,8 +1604,13 @@ async fn scale(
     let sweeper = Server::start(sweeping, 1).await?;
     let per_round = SWEPT_RECORDS / u64::from(SWEEP_ROUNDS);
     // A window's measurement, and the warm-up `measure` gives it (a fifth of it).
-    let quiet = args.duration * FIXED_RATE_LENGTH / SWEEP_ROUNDS;
-    let warm_up = quiet / 5;
+    let shortest = args.duration * FIXED_RATE_LENGTH / SWEEP_ROUNDS;
+    let warm_up = shortest / 5;
+    // The window without a sweep lasts at least as long as the sweep's pauses add up to, so that
+    // both windows' p99 are over about as many requests: over a longer window, one stall of the
+    // VM weighs less, which would flatter a slowly paced sweep.
+    let pauses = batch_pause * u32::try_from(per_round.div_ceil(u64::from(batch_size)))?;
+    let quiet = shortest.max(pauses);
     // A quiet window: its warm-up and measurement.
     let window = quiet + warm_up;
     let (mut before, mut during): (Option<Outcome>, Option<Outcome>) = (None, None);
@@ -1686,12 +1691,13 @@ async fn scale(
         "\nLast / first ListSpecs page, p50: **{:.2}**. The sweeper deleted {SWEPT_RECORDS} \
          expired records, {per_round} in each of {SWEEP_ROUNDS} rounds, in {swept:.1?} in all \
          from their expiry (batches of {batch_size} with {} between them, by a third server \
-         with a 100 ms sweeper interval); read p99 while sweeping / before, median of the \
-         rounds: **{:.2}** (rounds: {}; counted from when each request was due: {:.2}); all \
-         rounds together: {:.2}; a bare thread woke from 1 ms sleeps {:.2} / {:.2} ms late at \
-         p99 (before / while sweeping).\n",
+         with a 100 ms sweeper interval; the windows without a sweep {} each); read p99 while \
+         sweeping / before, median of the rounds: **{:.2}** (rounds: {}; counted from when \
+         each request was due: {:.2}); all rounds together: {:.2}; a bare thread woke from 1 ms \
+         sleeps {:.2} / {:.2} ms late at p99 (before / while sweeping).\n",
         last.ms(0.5) / first.ms(0.5),
         humantime::format_duration(batch_pause),
+        humantime::format_duration(quiet),
         median(&ratios),
         listed(&ratios),
         median(&due_ratios),

@@ -2,7 +2,7 @@
 //! `pg_ctl` on a spare port, so that the test can stop it, kill it and start it again without
 //! disturbing the shared server other tests use. It is stopped when dropped.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 
 /// Where Debian's `postgresql` package puts the server binaries; `PG_BIN_DIR` overrides it.
@@ -89,29 +89,27 @@ impl PgCluster {
     }
 
     /// Kills the postmaster and every backend with SIGKILL at once, as a crash would; the next
-    /// start recovers from the WAL.
+    /// start recovers from the WAL. The postmaster is stopped (SIGSTOP) first, so that it forks
+    /// no backend between the listing of its children and the kill: a backend left alive would
+    /// keep the old shared memory attached, and the next start would refuse to run beside it.
+    /// Returns once none of them runs any more.
     pub fn kill(&self) {
         let pid_file = std::fs::read_to_string(self.data_dir().join("postmaster.pid"))
             .expect("the server is running");
         let postmaster: u32 = pid_file.lines().next().unwrap().trim().parse().unwrap();
+        signal("-STOP", &[postmaster]);
         let mut pids = children_of(postmaster);
         pids.push(postmaster);
-        let mut kill = Command::new("kill");
-        kill.arg("-KILL");
-        for pid in &pids {
-            kill.arg(pid.to_string());
-        }
-        // A backend may have exited on its own in between: only the postmaster must be hit.
-        let _ = kill.status();
-        let gone = (0..500).any(|_| {
-            if Path::new(&format!("/proc/{postmaster}")).exists() {
+        signal("-KILL", &pids);
+        let gone = (0..1000).any(|_| {
+            if pids.iter().any(|&pid| is_running(pid)) {
                 std::thread::sleep(std::time::Duration::from_millis(10));
                 false
             } else {
                 true
             }
         });
-        assert!(gone, "the postmaster {postmaster} survived SIGKILL");
+        assert!(gone, "a process of the server {pids:?} survived SIGKILL");
     }
 
     fn data_dir(&self) -> PathBuf {
@@ -160,6 +158,27 @@ fn run(command: &mut Command) {
         String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr)
     );
+}
+
+/// Sends `signal` to `pids`. A backend may have exited on its own in between, so `kill` may fail
+/// for some; whether each is still running is checked after.
+fn signal(signal: &str, pids: &[u32]) {
+    let _ = Command::new("kill")
+        .arg(signal)
+        .args(pids.iter().map(u32::to_string))
+        .status();
+}
+
+/// Whether `pid` exists and has not exited: a zombie (state `Z`) has released its memory,
+/// shared memory included, and only waits to be reaped.
+fn is_running(pid: u32) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    let state = stat
+        .rsplit_once(')')
+        .and_then(|(_, after_comm)| after_comm.split_whitespace().next());
+    state != Some("Z")
 }
 
 /// The processes whose parent is `parent`, from `/proc`.

@@ -2,7 +2,7 @@
 //! `pg_ctl` on a spare port, so that the test can stop it, kill it and start it again without
 //! disturbing the shared server other tests use. It is stopped when dropped.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// Where Debian's `postgresql` package puts the server binaries; `PG_BIN_DIR` overrides it.
@@ -70,13 +70,24 @@ impl PgCluster {
             self.port,
             self.dir.path().display()
         );
-        run(self
-            .command("pg_ctl")
+        let log = self.dir.path().join("log");
+        let mut start = self.command("pg_ctl");
+        start
             .args(["start", "--wait", "--timeout=60", "-D"])
             .arg(self.data_dir())
             .arg("-l")
-            .arg(self.dir.path().join("log"))
-            .args(["-o", &options]));
+            .arg(&log)
+            .args(["-o", &options]);
+        let output = start
+            .output()
+            .unwrap_or_else(|err| panic!("running {start:?}: {err}"));
+        assert!(
+            output.status.success(),
+            "{start:?} failed: {}\n{}\nthe server's log:\n{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr),
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
     }
 
     /// Stops the server the way an administrator does (`pg_ctl stop -m fast`): sessions are
@@ -92,17 +103,21 @@ impl PgCluster {
     /// start recovers from the WAL. The postmaster is stopped (SIGSTOP) first, so that it forks
     /// no backend between the listing of its children and the kill: a backend left alive would
     /// keep the old shared memory attached, and the next start would refuse to run beside it.
-    /// Returns once none of them runs any more.
+    /// Returns once the postmaster is gone (reaped: the next start reads its pid from
+    /// `postmaster.pid` and refuses to start while a process, a zombie included, has it) and no
+    /// backend runs any more.
     pub fn kill(&self) {
         let pid_file = std::fs::read_to_string(self.data_dir().join("postmaster.pid"))
             .expect("the server is running");
         let postmaster: u32 = pid_file.lines().next().unwrap().trim().parse().unwrap();
         signal("-STOP", &[postmaster]);
-        let mut pids = children_of(postmaster);
+        let backends = children_of(postmaster);
+        let mut pids = backends.clone();
         pids.push(postmaster);
         signal("-KILL", &pids);
         let gone = (0..1000).any(|_| {
-            if pids.iter().any(|&pid| is_running(pid)) {
+            let reaped = !Path::new(&format!("/proc/{postmaster}")).exists();
+            if !reaped || backends.iter().any(|&pid| is_running(pid)) {
                 std::thread::sleep(std::time::Duration::from_millis(10));
                 false
             } else {

@@ -71,22 +71,19 @@ impl PgCluster {
             self.dir.path().display()
         );
         let log = self.dir.path().join("log");
-        let mut start = self.command("pg_ctl");
-        start
-            .args(["start", "--wait", "--timeout=60", "-D"])
-            .arg(self.data_dir())
-            .arg("-l")
-            .arg(&log)
-            .args(["-o", &options]);
-        let output = start
-            .output()
-            .unwrap_or_else(|err| panic!("running {start:?}: {err}"));
-        assert!(
-            output.status.success(),
-            "{start:?} failed: {}\n{}\nthe server's log:\n{}",
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr),
-            std::fs::read_to_string(&log).unwrap_or_default()
+        run_explained(
+            self.command("pg_ctl")
+                .args(["start", "--wait", "--timeout=60", "-D"])
+                .arg(self.data_dir())
+                .arg("-l")
+                .arg(&log)
+                .args(["-o", &options]),
+            || {
+                format!(
+                    "the server's log:\n{}",
+                    std::fs::read_to_string(&log).unwrap_or_default()
+                )
+            },
         );
     }
 
@@ -164,14 +161,20 @@ fn is_root() -> bool {
 }
 
 fn run(command: &mut Command) {
+    run_explained(command, String::new);
+}
+
+/// Runs `command` and fails the test with its output, and what `explain` adds, unless it succeeds.
+fn run_explained(command: &mut Command, explain: impl FnOnce() -> String) {
     let output = command
         .output()
         .unwrap_or_else(|err| panic!("running {command:?}: {err}"));
     assert!(
         output.status.success(),
-        "{command:?} failed: {}\n{}",
+        "{command:?} failed: {}\n{}\n{}",
         String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
+        String::from_utf8_lossy(&output.stderr),
+        explain()
     );
 }
 

@@ -1603,14 +1603,14 @@ async fn scale(
     let (batch_size, batch_pause) = (sweeping.sweeper.batch_size, sweeping.sweeper.batch_pause);
     let sweeper = Server::start(sweeping, 1).await?;
     let per_round = SWEPT_RECORDS / u64::from(SWEEP_ROUNDS);
-    // A window's measurement, and the warm-up `measure` gives it (a fifth of it).
+    // The measurement of a window without a sweep: at least as long as the sweep's pauses add
+    // up to, so that both windows' p99 are over about as many requests: over a longer window,
+    // one stall of the VM weighs less, which would flatter a slowly paced sweep.
     let shortest = args.duration * FIXED_RATE_LENGTH / SWEEP_ROUNDS;
-    let warm_up = shortest / 5;
-    // The window without a sweep lasts at least as long as the sweep's pauses add up to, so that
-    // both windows' p99 are over about as many requests: over a longer window, one stall of the
-    // VM weighs less, which would flatter a slowly paced sweep.
     let pauses = batch_pause * u32::try_from(per_round.div_ceil(u64::from(batch_size)))?;
     let quiet = shortest.max(pauses);
+    // The warm-up `measure` gives it (a fifth of it).
+    let warm_up = quiet / 5;
     // A quiet window: its warm-up and measurement.
     let window = quiet + warm_up;
     let (mut before, mut during): (Option<Outcome>, Option<Outcome>) = (None, None);

@@ -190,33 +190,28 @@ fn signal(signal: &str, pids: &[u32]) {
 /// Whether `pid` exists and has not exited: a zombie (state `Z`) has released its memory,
 /// shared memory included, and only waits to be reaped.
 fn is_running(pid: u32) -> bool {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return false;
-    };
-    let state = stat
-        .rsplit_once(')')
-        .and_then(|(_, after_comm)| after_comm.split_whitespace().next());
-    state != Some("Z")
+    stat_fields(pid).is_some_and(|fields| fields.first().map(String::as_str) != Some("Z"))
 }
 
 /// The processes whose parent is `parent`, from `/proc`.
 fn children_of(parent: u32) -> Vec<u32> {
-    let mut children = Vec::new();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
-            continue;
-        };
-        // `pid (comm) state ppid ...`; comm may hold spaces and parentheses.
-        let Some((_, after_comm)) = stat.rsplit_once(')') else {
-            continue;
-        };
-        let ppid = after_comm.split_whitespace().nth(1);
-        if ppid.and_then(|p| p.parse::<u32>().ok()) == Some(parent) {
-            children.push(pid);
-        }
-    }
-    children
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|entry| entry.file_name().to_string_lossy().parse::<u32>().ok())
+        .filter(|&pid| {
+            stat_fields(pid)
+                .and_then(|fields| fields.get(1)?.parse::<u32>().ok())
+                .is_some_and(|ppid| ppid == parent)
+        })
+        .collect()
+}
+
+/// The fields of `/proc/<pid>/stat` after the command name (`pid (comm) state ppid ...`; comm
+/// may hold spaces and parentheses), so state first and the parent's pid second; `None` once
+/// the process is gone.
+fn stat_fields(pid: u32) -> Option<Vec<String>> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let (_, after_comm) = stat.rsplit_once(')')?;
+    Some(after_comm.split_whitespace().map(str::to_owned).collect())
 }

@@ -17,7 +17,9 @@
 //!
 //! `--scale` adds what matters with many records (`--records 1000000`): uncached reads spread
 //! over all records, the first and the last ListSpecs page, and read latency while the sweeper
-//! deletes 100,000 expired records.
+//! deletes 100,000 expired records. With more than 1,000 records, the uncached reads also run
+//! against a second database of 1,000, in the same rounds, so that a read at scale is compared
+//! with one at 1,000 in the same run.
 
 use std::fmt::Write as _;
 use std::future::Future;
@@ -1203,16 +1205,23 @@ struct Reads {
     never_seen: Rounds,
     /// On the server without a cache; none with `--target`.
     uncached: Option<Rounds>,
+    /// On a server without a cache on a second database of [`HOT_IDS`] records, when the first
+    /// holds more: the same scenario as `uncached`, the store's size the only difference.
+    uncached_small: Option<Rounds>,
+    /// How many records the first database holds.
+    records: u64,
     half_peak: Outcome,
     third_peak: Outcome,
 }
 
 impl Reads {
     /// Measures them; `records` are stored (`record_id(0..records)`, answered with [`found`]).
+    /// `small`, if any, is a server without a cache on a database of `record_id(0..HOT_IDS)`.
     async fn measure(
         args: &Args,
         cached: &Arc<Server>,
         uncached: Option<&Arc<Server>>,
+        small: Option<&Arc<Server>>,
         records: u64,
     ) -> anyhow::Result<Self> {
         let hot = HOT_IDS.min(records);
@@ -1240,24 +1249,38 @@ impl Reads {
             ("GetImageSpec, unknown id (never repeated)", {
                 let server = cached.clone();
                 let next = Arc::new(AtomicU64::new(0));
-                request(move |task, _| {
-                    let id = format!("probe-{}", next.fetch_add(1, Ordering::Relaxed));
+                // Each absent id sorts right after a random stored one, so that the lookups
+                // spread over the whole id index as a real workload's do. (Until the fourth
+                // December round they were `probe-<n>`: all after the last stored id, on the
+                // index's last page, which stays cached at any size.)
+                request(move |task, n| {
+                    let id = format!(
+                        "{}-absent-{}",
+                        record_id(spread(task, n, records)),
+                        next.fetch_add(1, Ordering::Relaxed)
+                    );
                     get_ok(server.grpc(task), id, None)
                 })
             }),
         ];
-        if let Some(server) = uncached {
+        // Random stored ids out of `ids`, on a server without a cache.
+        let read_any = |server: &Arc<Server>, ids: u64| {
             let server = server.clone();
+            request(move |task, n| {
+                get_ok(server.grpc(task), record_id(spread(task, n, ids)), found())
+            })
+        };
+        if let Some(server) = uncached {
             reads.push((
                 "GetImageSpec, cache off (random over all records)",
-                request(move |task, n| {
-                    get_ok(
-                        server.grpc(task),
-                        record_id(spread(task, n, records)),
-                        found(),
-                    )
-                }),
+                read_any(server, records),
             ));
+            if let Some(small) = small {
+                reads.push((
+                    "GetImageSpec, cache off, a second database of 1000 records",
+                    read_any(small, HOT_IDS),
+                ));
+            }
         }
         let mut outcomes = in_rounds(reads, args.rounds, args.duration, args.concurrency)
             .await
@@ -1265,6 +1288,7 @@ impl Reads {
         let mut next = || outcomes.next().context("an outcome per scenario");
         let (check, hit, unknown, never_seen) = (next()?, next()?, next()?, next()?);
         let uncached = outcomes.next();
+        let uncached_small = outcomes.next();
 
         // Cache hits at a fixed rate: half of the peak (the target), and a third of it (where
         // the cores are not nearly all busy: see docs/benchmarks.md).
@@ -1293,6 +1317,8 @@ impl Reads {
             unknown,
             never_seen,
             uncached,
+            uncached_small,
+            records,
             half_peak,
             third_peak,
         })
@@ -1309,6 +1335,7 @@ impl Reads {
             &self.never_seen.total,
         ];
         rows.extend(self.uncached.as_ref().map(|rounds| &rounds.total));
+        rows.extend(self.uncached_small.as_ref().map(|rounds| &rounds.total));
         rows
     }
 
@@ -1336,12 +1363,31 @@ impl Reads {
             .as_ref()
             .map(|rounds| format!("; cache off {}", ratios(rounds)))
             .unwrap_or_default();
+        // The same uncached read on both databases, in the same rounds: how much dearer a read
+        // is at `records` than at 1,000 (above 1: dearer).
+        let scale = match (&self.uncached, &self.uncached_small) {
+            (Some(big), Some(small)) => {
+                let ratios = small.ratios_to(big);
+                format!(
+                    " Uncached GetImageSpec at {} records / at 1000 (a second database, in the \
+                     same rounds), time per read (the inverse of throughput), median of the \
+                     rounds: **{:.2}** (rounds: {}); by the servers' CPU time per request: \
+                     {:.2}; p50: {:.2}.",
+                    self.records,
+                    median(&ratios),
+                    listed(&ratios),
+                    big.total.server_cpu_us() / small.total.server_cpu_us(),
+                    big.total.ms(0.5) / small.total.ms(0.5),
+                )
+            }
+            _ => String::new(),
+        };
         format!(
             "\nRatios to Health/Check, median of {rounds} rounds: cache hit {}; unknown id \
              (negative cache) {}{uncached}. p99 of cached GetImageSpec at half peak: **{:.2} \
              ms** ({:.2} ms counted from when each request was due, the load generator's timer \
              included); meanwhile a bare thread woke from 1 ms sleeps {:.2} ms late at p99, \
-             {:.2} ms at most. At a third of peak: p99 **{:.2} ms**.\n",
+             {:.2} ms at most. At a third of peak: p99 **{:.2} ms**.{scale}\n",
             ratios(&self.hit),
             ratios(&self.unknown),
             self.half_peak.ms(0.99),
@@ -1362,7 +1408,29 @@ async fn bench_backend(args: &Args, backend: &str) -> anyhow::Result<String> {
     let filled = fill(&url, "bench-", args.records, None).await?;
     eprintln!("  filled {} records in {filled:.1?}", args.records);
     let records = args.records.max(1);
-    let reads = Reads::measure(args, &cached, Some(&uncached), records).await?;
+    // With more than HOT_IDS records, a second database of HOT_IDS, read without a cache in the
+    // same rounds as the first: whether a read costs more at scale, measured in one run rather
+    // than by two runs minutes apart on a VM whose speed drifts.
+    let small = if records > HOT_IDS {
+        let (scratch, url) = Scratch::create(backend, &args.database_url).await?;
+        let server = Arc::new(Server::start(settings(&url, false), args.channels).await?);
+        fill(&url, "bench-", HOT_IDS, None).await?;
+        Some((scratch, server))
+    } else {
+        None
+    };
+    let reads = Reads::measure(
+        args,
+        &cached,
+        Some(&uncached),
+        small.as_ref().map(|(_, server)| server),
+        records,
+    )
+    .await?;
+    if let Some((scratch, server)) = small {
+        drop(server);
+        scratch.drop_database().await?;
+    }
 
     let spec = typical_spec(1);
     let server = cached.clone();
@@ -1487,7 +1555,7 @@ async fn bench_target(args: &Args, target: &str) -> anyhow::Result<String> {
     let filled = started.elapsed();
     eprintln!("  stored {HOT_IDS} records through SpecAdmin in {filled:.1?}");
 
-    let reads = Reads::measure(args, &server, None, HOT_IDS).await?;
+    let reads = Reads::measure(args, &server, None, None, HOT_IDS).await?;
 
     let failed = for_each_record(|n| {
         let mut admin = admin.clone();

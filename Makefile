@@ -22,7 +22,7 @@ bench: ## Load benchmark on PostgreSQL and SQLite (a few minutes); writes docs/b
 	@scripts/ensure-postgres.sh
 	cargo bench --bench load -- $(BENCH_ARGS)
 
-bench-scale: ## The benchmark at scale: RECORDS specs (default 1000000), ListSpecs and sweeper too
+bench-scale: ## The benchmark at scale (about 15 minutes): RECORDS specs (default 1000000), ListSpecs and sweeper too
 	@scripts/ensure-postgres.sh
 	cargo bench --bench load -- --scale --records $(or $(RECORDS),1000000) $(BENCH_ARGS)
 

@@ -1369,8 +1369,8 @@ impl Reads {
             (Some(big), Some(small)) => {
                 let ratios = small.ratios_to(big);
                 format!(
-                    " Uncached GetImageSpec at {} records / at 1000 (a second database, in the \
-                     same rounds), time per read (the inverse of throughput), median of the \
+                    " Uncached GetImageSpec at {} records / at {HOT_IDS} (a second database, in \
+                     the same rounds), time per read (the inverse of throughput), median of the \
                      rounds: **{:.2}** (rounds: {}); by the servers' CPU time per request: \
                      {:.2}; p50: {:.2}.",
                     self.records,

@@ -67,7 +67,13 @@ impl SqliteStore {
             .busy_timeout(BUSY_TIMEOUT);
         // The writer is never recycled: a connection to a local file does not go stale, and an
         // in-memory database (`sqlite::memory:`) lives only as long as some connection to it.
+        // Neither pool pings a connection when it hands it out (sqlx's `test_before_acquire`,
+        // on by default): a connection to a local file does not break while idle, and for
+        // SQLite a ping is a round trip to the connection's own thread, one of the three thread
+        // hand-offs of every read (the query's and, when the connection comes back to the pool,
+        // sqlx's ping, which no option turns off). See docs/benchmarks.md.
         let writer = SqlitePoolOptions::new()
+            .test_before_acquire(false)
             .max_connections(1)
             .min_connections(1)
             .idle_timeout(None)
@@ -78,6 +84,7 @@ impl SqliteStore {
             .with_context(|| format!("opening the SQLite database {}", settings.url))
             .map_err(Error::Internal)?;
         let readers = SqlitePoolOptions::new()
+            .test_before_acquire(false)
             .max_connections(settings.max_connections)
             .acquire_timeout(settings.acquire_timeout)
             .connect_lazy_with(options);

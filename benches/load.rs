@@ -1184,6 +1184,17 @@ async fn get_ok(grpc: Grpc, id: String, want: Option<Bytes>) -> bool {
     }
 }
 
+/// GetImageSpec of a random one of the first `ids` filled records, for request `n` of `task`;
+/// true if the answer is [`found`].
+fn get_stored(
+    server: &Server,
+    task: usize,
+    n: u64,
+    ids: u64,
+) -> impl Future<Output = bool> + Send + use<> {
+    get_ok(server.grpc(task), record_id(spread(task, n, ids)), found())
+}
+
 /// The answer to GetImageSpec for every filled record, as the server sends it.
 fn found() -> Option<Bytes> {
     static FOUND: std::sync::LazyLock<Bytes> = std::sync::LazyLock::new(|| {
@@ -1235,9 +1246,7 @@ impl Reads {
             }),
             ("GetImageSpec, cache hit", {
                 let server = cached.clone();
-                request(move |task, n| {
-                    get_ok(server.grpc(task), record_id(spread(task, n, hot)), found())
-                })
+                request(move |task, n| get_stored(&server, task, n, hot))
             }),
             ("GetImageSpec, unknown id (1000 ids, negative cache)", {
                 let server = cached.clone();
@@ -1266,9 +1275,7 @@ impl Reads {
         // Random stored ids out of `ids`, on a server without a cache.
         let read_any = |server: &Arc<Server>, ids: u64| {
             let server = server.clone();
-            request(move |task, n| {
-                get_ok(server.grpc(task), record_id(spread(task, n, ids)), found())
-            })
+            request(move |task, n| get_stored(&server, task, n, ids))
         };
         if let Some(server) = uncached {
             reads.push((
@@ -1302,9 +1309,7 @@ impl Reads {
                     Until::Elapsed(args.duration * FIXED_RATE_LENGTH),
                     args.concurrency,
                     Pace::Rate(rate),
-                    move |task, n| {
-                        get_ok(server.grpc(task), record_id(spread(task, n, hot)), found())
-                    },
+                    move |task, n| get_stored(&server, task, n, hot),
                 )
                 .await,
             );
@@ -1645,15 +1650,8 @@ async fn scale(
     // Reads at half of what 16 readers reach, without and while the sweeper deletes, in rounds
     // (`SWEEP_ROUNDS`).
     let readers = 16;
-    let read = move |server: Arc<Server>| {
-        move |task: usize, n: u64| {
-            get_ok(
-                server.grpc(task),
-                record_id(spread(task, n, records)),
-                found(),
-            )
-        }
-    };
+    let read =
+        move |server: Arc<Server>| move |task: usize, n: u64| get_stored(&server, task, n, records);
     let peak = measure(
         "GetImageSpec, cache off, 16 readers, peak",
         duration.clone(),

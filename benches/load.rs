@@ -1298,7 +1298,7 @@ impl Reads {
         let uncached_small = outcomes.next();
 
         // Cache hits at a fixed rate: half of the peak (the target), and a third of it (where
-        // the cores are not nearly all busy: see docs/benchmarks.md).
+        // the cores are less busy: see "Why p99 at half of the peak" in docs/benchmarks.md).
         let mut at_rate = Vec::new();
         for (share, divisor) in [("half", 2.0), ("a third of", 3.0)] {
             let rate = hit.total.rps() / divisor;

@@ -265,13 +265,15 @@ async fn run(args: Args) -> anyhow::Result<()> {
     writeln!(report, "{}", machine(args.target.is_none()))?;
     writeln!(
         report,
-        "Run: `cargo bench --bench load --{}`: {} records, {} per scenario after a {} warm-up \
-         (fixed-rate scenarios: {} after {}), {} concurrent requests on {} HTTP/2 connections.\n",
+        "Run: `cargo bench --bench load --{}`, started {} UTC: {} records, {} per scenario after \
+         a {} warm-up (fixed-rate scenarios: {} after {}), {} concurrent requests on {} HTTP/2 \
+         connections.\n",
         std::env::args()
             .skip(1)
             .filter(|arg| arg != "--bench")
             .map(|arg| format!(" {arg}"))
             .collect::<String>(),
+        chrono::Utc::now().format("%Y-%m-%d %H:%M"),
         if args.target.is_some() {
             HOT_IDS
         } else {

@@ -38,6 +38,7 @@ use hdrhistogram::Histogram;
 use prost::Message;
 use spec_provider::config::{DatabaseUrl, Settings};
 use spec_provider::domain::{PageToken, SpecId, spec_digest};
+use spec_provider::framing;
 use spec_provider::proto::registryfacade::GetImageSpecResponse;
 use spec_provider::proto::registryfacade::{ContentLayer, GetImageSpecRequest, ImageSpec};
 use spec_provider::proto::specprovider::v1::spec_admin_client::SpecAdminClient;
@@ -1109,14 +1110,7 @@ impl Grpc {
             http = http.header("authorization", value.clone());
         }
         let http = http.body(()).map_err(|_| tonic::Code::Internal)?;
-        let mut body = bytes::BytesMut::with_capacity(5 + request.encoded_len());
-        body.extend_from_slice(&[0]);
-        body.extend_from_slice(
-            &u32::try_from(request.encoded_len())
-                .map_err(|_| tonic::Code::Internal)?
-                .to_be_bytes(),
-        );
-        request.encode_raw(&mut body);
+        let body = framing::frame(request).ok_or(tonic::Code::Internal)?;
         let mut send = self
             .send
             .clone()
@@ -1127,7 +1121,7 @@ impl Grpc {
             .send_request(http, false)
             .map_err(|_| tonic::Code::Unavailable)?;
         stream
-            .send_data(body.freeze(), true)
+            .send_data(body, true)
             .map_err(|_| tonic::Code::Unavailable)?;
         let answer = answer.await.map_err(|_| tonic::Code::Unavailable)?;
         let (head, mut body) = answer.into_parts();

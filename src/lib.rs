@@ -6,6 +6,7 @@ pub mod cache;
 pub mod cli;
 pub mod config;
 pub mod domain;
+pub mod framing;
 pub mod metrics;
 pub mod proto;
 pub mod security;

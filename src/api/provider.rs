@@ -24,6 +24,7 @@ use super::convert::decode_spec;
 use super::{ApiState, finish, wire};
 use crate::cache::Loaded;
 use crate::domain::{Error, SpecId, micros_now};
+use crate::framing;
 use crate::proto::registryfacade::spec_provider_server::SERVICE_NAME;
 use crate::proto::registryfacade::{GetImageSpecRequest, GetImageSpecResponse};
 
@@ -65,13 +66,13 @@ impl ProviderService {
     }
 }
 
-/// The framed `GetImageSpecResponse` (see [`wire::frame`]) that carries a stored spec. The
+/// The framed `GetImageSpecResponse` (see [`framing::frame`]) that carries a stored spec. The
 /// stored bytes are decoded and encoded again rather than framed as they are: what is sent is
 /// then prost's encoding of a valid spec whatever the database holds, and a damaged row is an
 /// error here, once per miss, not a malformed answer to every registry facade.
 fn encode_answer(stored: &[u8]) -> Result<Bytes, Error> {
     let spec = decode_spec(stored)?;
-    wire::frame(&GetImageSpecResponse { spec: Some(spec) })
+    framing::frame(&GetImageSpecResponse { spec: Some(spec) })
         .ok_or_else(|| Error::Internal(anyhow!("a stored spec is too large to send")))
 }
 
@@ -161,7 +162,7 @@ mod tests {
             ..ImageSpec::default()
         };
         let framed = encode_answer(&spec.encode_to_vec()).unwrap();
-        let (prefix, answer) = framed.split_at(wire::PREFIX_BYTES);
+        let (prefix, answer) = framed.split_at(framing::PREFIX_BYTES);
         assert_eq!(prefix[0], 0, "not compressed");
         assert_eq!(
             prefix[1..],

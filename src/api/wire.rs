@@ -11,7 +11,7 @@ use std::convert::Infallible;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use bytes::{BufMut, Bytes};
+use bytes::Bytes;
 use http::{HeaderMap, HeaderValue};
 use http_body::{Body, Frame};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
@@ -20,8 +20,7 @@ use tonic::Status;
 use tonic::codegen::StdError;
 use tonic::metadata::{GRPC_CONTENT_TYPE, MetadataValue};
 
-/// Length of the prefix of every gRPC message: a compression flag and a 4-byte big-endian length.
-pub const PREFIX_BYTES: usize = 5;
+use crate::framing::split_message;
 
 /// Most bytes a unary request's body may have. A GetImageSpec request is an id (at most 200
 /// characters, see `SpecId`), so this is generous; what is larger is refused before it is read
@@ -31,18 +30,6 @@ pub const MAX_UNARY_REQUEST_BYTES: usize = 64 * 1024;
 /// The header that names a message's compression, and the one that lists what a peer accepts.
 const ENCODING_HEADER: &str = "grpc-encoding";
 const ACCEPT_ENCODING_HEADER: &str = "grpc-accept-encoding";
-
-/// `message` as it goes on the wire: uncompressed, after its length; `None` if it is longer
-/// than a gRPC message can be (4 GiB).
-pub fn frame(message: &impl Message) -> Option<Bytes> {
-    let len = message.encoded_len();
-    let prefix_len = u32::try_from(len).ok()?;
-    let mut framed = Vec::with_capacity(PREFIX_BYTES + len);
-    framed.put_u8(0);
-    framed.put_u32(prefix_len);
-    message.encode_raw(&mut framed);
-    Some(framed.into())
-}
 
 /// The one message of a unary request. Errors are what tonic's unary handling answers: a
 /// compressed request is UNIMPLEMENTED (this server accepts uncompressed messages only, and says
@@ -85,27 +72,7 @@ where
 
 /// The one message in a unary request's `body`.
 fn decode_unary<M: Message + Default>(body: &[u8]) -> Result<M, Status> {
-    let Some(([flag, len @ ..], message)) = body.split_first_chunk::<PREFIX_BYTES>() else {
-        return Err(Status::internal(if body.is_empty() {
-            "missing request message"
-        } else {
-            "the request ends inside a message's length prefix"
-        }));
-    };
-    if *flag != 0 {
-        return Err(Status::internal(format!(
-            "the request's message has compressed-flag {flag}; this server accepts uncompressed \
-             messages only"
-        )));
-    }
-    let len = u32::from_be_bytes(*len);
-    if usize::try_from(len).ok() != Some(message.len()) {
-        return Err(Status::internal(format!(
-            "the request's message should be {len} bytes long and one message is expected; \
-             {} bytes follow its prefix",
-            message.len()
-        )));
-    }
+    let message = split_message(body).map_err(|err| Status::internal(err.to_string()))?;
     M::decode(message).map_err(|err| Status::internal(format!("decoding the request: {err}")))
 }
 
@@ -160,6 +127,7 @@ mod tests {
     use tonic::Code;
 
     use super::*;
+    use crate::framing::frame;
     use crate::proto::registryfacade::GetImageSpecRequest;
 
     fn framed_request(id: &str) -> Vec<u8> {

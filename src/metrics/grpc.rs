@@ -31,6 +31,8 @@ use prost::Message;
 use tower_layer::Layer;
 use tower_service::Service;
 
+use crate::framing::FrameCounter;
+
 /// The codes of gRPC, indexed by their number, named as grpc-go's `codes.Code.String()` does.
 const CODE_NAMES: [&str; 17] = [
     "OK",
@@ -58,9 +60,6 @@ const UNKNOWN: usize = 2;
 const HANDLING_SECONDS_BUCKETS: &[f64] = &[
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
-
-/// Length of a gRPC message's frame header: a compression flag and a 4-byte big-endian length.
-const FRAME_HEADER_BYTES: u8 = 5;
 
 /// The series of one method, created once so that an RPC only increments atomics.
 struct MethodMetrics {
@@ -449,81 +448,9 @@ where
     }
 }
 
-/// Follows gRPC's length-prefixed framing across data chunks of any size, to count messages
-/// without buffering them.
-#[derive(Debug, Default)]
-struct FrameCounter {
-    /// How many bytes of the current frame header were read (0 to 5).
-    header_read: u8,
-    /// The message length being read from the header.
-    length: [u8; 4],
-    /// Bytes of the current message still to come, once its header was read.
-    remaining: u32,
-}
-
-impl FrameCounter {
-    /// Consumes `data`; returns how many messages it completed.
-    fn feed(&mut self, mut data: &[u8]) -> u64 {
-        let mut completed = 0;
-        while !data.is_empty() {
-            if self.header_read < FRAME_HEADER_BYTES {
-                if self.header_read > 0 {
-                    self.length[usize::from(self.header_read - 1)] = data[0];
-                }
-                data = &data[1..];
-                self.header_read += 1;
-                if self.header_read == FRAME_HEADER_BYTES {
-                    self.remaining = u32::from_be_bytes(self.length);
-                }
-            } else {
-                let take = data.len().min(self.remaining as usize);
-                data = &data[take..];
-                // `take` is at most `remaining`, a u32.
-                self.remaining -= take as u32;
-            }
-            if self.header_read == FRAME_HEADER_BYTES && self.remaining == 0 {
-                completed += 1;
-                self.header_read = 0;
-            }
-        }
-        completed
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn frame(payload: &[u8]) -> Vec<u8> {
-        let mut bytes = vec![0];
-        bytes.extend_from_slice(&u32::try_from(payload.len()).unwrap().to_be_bytes());
-        bytes.extend_from_slice(payload);
-        bytes
-    }
-
-    #[test]
-    fn frames_are_counted_whole_or_split_at_any_byte() {
-        let mut stream = frame(b"hello");
-        stream.extend(frame(b""));
-        stream.extend(frame(&[7; 300]));
-        for split in 0..=stream.len() {
-            let mut counter = FrameCounter::default();
-            let (a, b) = stream.split_at(split);
-            let counted = counter.feed(a) + counter.feed(b);
-            assert_eq!(counted, 3, "split at {split}");
-        }
-        let mut counter = FrameCounter::default();
-        let one_by_one: u64 = stream.iter().map(|b| counter.feed(&[*b])).sum();
-        assert_eq!(one_by_one, 3);
-    }
-
-    #[test]
-    fn an_unfinished_message_is_not_counted() {
-        let stream = frame(b"hello");
-        let mut counter = FrameCounter::default();
-        assert_eq!(counter.feed(&stream[..stream.len() - 1]), 0);
-        assert_eq!(counter.feed(&stream[stream.len() - 1..]), 1);
-    }
 
     #[test]
     fn grpc_status_values_map_to_go_code_names() {

@@ -292,11 +292,7 @@ async fn raw_unary(
 
 /// `message` framed as a gRPC message: flag 0, its length, its bytes.
 fn framed(message: &impl Message) -> Vec<u8> {
-    let encoded = message.encode_to_vec();
-    let mut framed = vec![0];
-    framed.extend_from_slice(&u32::try_from(encoded.len()).unwrap().to_be_bytes());
-    framed.extend_from_slice(&encoded);
-    framed
+    spec_provider::framing::frame(message).unwrap().to_vec()
 }
 
 #[tokio::test]

@@ -164,10 +164,16 @@ pub(super) struct SafeClient {
     client: reqwest::Client,
     blocklist: Blocklist,
     metrics: VerifyMetrics,
+    timeout: Duration,
 }
 
 impl SafeClient {
-    pub(super) fn new(blocklist: Blocklist, metrics: VerifyMetrics) -> anyhow::Result<Self> {
+    /// `timeout` is `verify.timeout`, for the messages of requests it cuts off.
+    pub(super) fn new(
+        blocklist: Blocklist,
+        metrics: VerifyMetrics,
+        timeout: Duration,
+    ) -> anyhow::Result<Self> {
         let redirect_blocklist = blocklist.clone();
         let policy = reqwest::redirect::Policy::custom(move |attempt| {
             if attempt.previous().len() > MAX_REDIRECTS {
@@ -194,7 +200,21 @@ impl SafeClient {
             client,
             blocklist,
             metrics,
+            timeout,
         })
+    }
+
+    /// One sentence for a request to `host` that got no answer.
+    pub(super) fn explain(&self, host: &str, err: SendError) -> String {
+        match err {
+            SendError::Timeout => timed_out(host, self.timeout),
+            SendError::Failed(reason) => reason,
+        }
+    }
+
+    /// `verify.timeout`.
+    pub(super) fn timeout(&self) -> Duration {
+        self.timeout
     }
 
     /// A GET or HEAD to build on.
@@ -270,6 +290,14 @@ pub(super) async fn read_bounded(
         }
         body.extend_from_slice(&chunk);
     }
+}
+
+/// The failure of a check whose server had not answered when `verify.timeout` ran out.
+pub(super) fn timed_out(host: &str, timeout: Duration) -> String {
+    format!(
+        "{host} did not answer within {} (verify.timeout)",
+        humantime::format_duration(timeout)
+    )
 }
 
 /// `host` or `host:port` of a URL: the metrics label and how errors name a server.

@@ -12,7 +12,7 @@ use url::Url;
 
 use crate::proto::registryfacade::RemoteContentLayer;
 
-use super::http::{SafeClient, SendError, host_label};
+use super::http::{SafeClient, host_label, timed_out};
 
 /// Media types whose blob is gzip: their `diff_id` is the digest of the gunzipped bytes.
 const GZIP_MEDIA_TYPES: [&str; 2] = [
@@ -109,10 +109,7 @@ impl LayerChecker {
         self.http
             .send(url, request, deadline)
             .await
-            .map_err(|err| match err {
-                SendError::Timeout => format!("{host} did not answer in time (verify.timeout)"),
-                SendError::Failed(reason) => reason,
-            })
+            .map_err(|err| self.http.explain(host, err))
     }
 
     /// Downloads the blob, hashing it (and, for gzip, its uncompressed bytes) as it comes.
@@ -134,11 +131,7 @@ impl LayerChecker {
         let size = u64::try_from(layer.size).unwrap_or_default();
         loop {
             let chunk = match tokio::time::timeout_at(deadline, response.chunk()).await {
-                Err(_) => {
-                    return Err(format!(
-                        "{host} did not send the layer in time (verify.timeout)"
-                    ));
-                }
+                Err(_) => return Err(timed_out(host, self.http.timeout())),
                 Ok(Err(_)) => return Err(format!("downloading the layer from {host} failed")),
                 Ok(Ok(None)) => break,
                 Ok(Ok(Some(chunk))) => chunk,

@@ -91,7 +91,7 @@ impl Verifier {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let metrics = VerifyMetrics::new(registry)?;
         let blocklist = Blocklist::new(&settings.blocked_networks);
-        let http = SafeClient::new(blocklist.clone(), metrics.clone())?;
+        let http = SafeClient::new(blocklist.clone(), metrics.clone(), settings.timeout)?;
         let oci = oci_client::Client::try_from(ClientConfig {
             protocol: ClientProtocol::HttpsExcept(settings.insecure_registries.clone()),
             platform_resolver: None,
@@ -197,11 +197,7 @@ impl Verifier {
                 .await
             {
                 Ok(result) => result,
-                Err(_) => Err(format!(
-                    "{} did not answer within {} (verify.timeout)",
-                    parsed.registry(),
-                    humantime::format_duration(self.inner.timeout)
-                )),
+                Err(_) => Err(http::timed_out(parsed.registry(), self.inner.timeout)),
             }
         };
         match &self.inner.digests {

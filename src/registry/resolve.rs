@@ -18,7 +18,7 @@ use tokio::time::Instant;
 use url::Url;
 
 use super::auth_file::{AuthFile, Credential};
-use super::http::{Blocklist, SafeClient, SendError, read_bounded};
+use super::http::{Blocklist, SafeClient, host_label, read_bounded, timed_out};
 
 /// Largest manifest or error body read (the reference registry refuses manifests over 4 MiB).
 pub(super) const MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
@@ -149,7 +149,7 @@ impl Resolver {
         let header_type = header(&response, CONTENT_TYPE.as_str());
         let body = read_bounded(response, MAX_BODY_BYTES, deadline)
             .await
-            .map_err(|err| sentence(registry_name(reference), err))?;
+            .map_err(|err| self.http.explain(registry_name(reference), err))?;
         let digest = format!("sha256:{}", hex::encode(Sha256::digest(&body)));
         if let Some(named) = reference.digest()
             && named != digest
@@ -232,7 +232,12 @@ impl Resolver {
             self.oci.auth(reference, &auth, RegistryOperation::Pull),
         )
         .await
-        .map_err(|_| format!("the token service of {registry} did not answer in time"))?;
+        .map_err(|_| {
+            timed_out(
+                &format!("the token service of {registry}"),
+                self.http.timeout(),
+            )
+        })?;
         match token {
             Ok(Some(token)) => Ok(Authorization::Bearer(token)),
             Ok(None) => Ok(Authorization::Anonymous),
@@ -320,7 +325,7 @@ impl Resolver {
         self.http
             .send(url, request, deadline)
             .await
-            .map_err(|err| sentence(&super::http::host_label(url), err))
+            .map_err(|err| self.http.explain(&host_label(url), err))
     }
 
     /// One sentence for a manifest request the registry refused.
@@ -374,13 +379,6 @@ impl Resolver {
 /// The registry as the reference names it (`docker.io`, not the API host).
 fn registry_name(reference: &Reference) -> &str {
     reference.registry()
-}
-
-fn sentence(host: &str, err: SendError) -> String {
-    match err {
-        SendError::Timeout => format!("{host} did not answer in time (verify.timeout)"),
-        SendError::Failed(reason) => reason,
-    }
 }
 
 fn header(response: &reqwest::Response, name: &str) -> Option<String> {

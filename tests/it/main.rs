@@ -30,6 +30,8 @@ mod model;
 mod observability;
 mod pg_cluster;
 mod process;
+mod registry;
+mod registry_fixture;
 mod security;
 mod store;
 mod traces;

@@ -942,6 +942,27 @@ mod tests {
                 "0s",
                 "server.preface_timeout",
             ),
+            (
+                "SPEC_PROVIDER__VERIFY__PLATFORM",
+                "amd64",
+                "verify.platform",
+            ),
+            (
+                "SPEC_PROVIDER__VERIFY__BLOCKED_NETWORKS",
+                "not-a-network",
+                "verify.blocked_networks",
+            ),
+            (
+                "SPEC_PROVIDER__VERIFY__INSECURE_REGISTRIES",
+                "http://r:5000/",
+                "verify.insecure_registries",
+            ),
+            ("SPEC_PROVIDER__VERIFY__TIMEOUT", "0s", "verify.timeout"),
+            (
+                "SPEC_PROVIDER__VERIFY__CONCURRENCY",
+                "0",
+                "verify.concurrency",
+            ),
         ];
         for (key, value, named) in cases {
             let err = Settings::load(None, env(&[(key, value)]))
@@ -1060,7 +1081,7 @@ mod tests {
     }
 
     #[test]
-    fn verify_lists_come_from_comma_separated_variables_and_are_checked() {
+    fn verify_lists_come_from_comma_separated_variables() {
         let settings = Settings::load(
             None,
             env(&[
@@ -1080,36 +1101,5 @@ mod tests {
             ["127.0.0.1:5000", "registry.local:5001"]
         );
         assert_eq!(settings.verify.blocked_networks.len(), 2);
-        for (key, value, named) in [
-            (
-                "SPEC_PROVIDER__VERIFY__PLATFORM",
-                "amd64",
-                "verify.platform",
-            ),
-            (
-                "SPEC_PROVIDER__VERIFY__BLOCKED_NETWORKS",
-                "not-a-network",
-                "verify.blocked_networks",
-            ),
-            (
-                "SPEC_PROVIDER__VERIFY__INSECURE_REGISTRIES",
-                "http://r:5000/",
-                "verify.insecure_registries",
-            ),
-            ("SPEC_PROVIDER__VERIFY__TIMEOUT", "0s", "verify.timeout"),
-            (
-                "SPEC_PROVIDER__VERIFY__CONCURRENCY",
-                "0",
-                "verify.concurrency",
-            ),
-        ] {
-            let err = Settings::load(None, env(&[(key, value)]))
-                .unwrap_err()
-                .to_string();
-            assert!(
-                err.contains(named),
-                "{key}={value}: {err:?} should name {named}"
-            );
-        }
     }
 }

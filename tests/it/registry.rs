@@ -484,7 +484,7 @@ async fn blocked_networks_are_refused_before_connecting_after_resolution_and_aft
     let mut loopback_blocked = settings(&[]);
     loopback_blocked.blocked_networks = vec!["127.0.0.0/8".parse().unwrap()];
     loopback_blocked.insecure_registries = vec![format!("localhost:{port}")];
-    let (verifier, _) = verifier_with(&loopback_blocked);
+    let (verifier, _) = verifier(&loopback_blocked);
     let report = verifier
         .verify(&image(&format!("localhost:{port}/base:v1")))
         .await;
@@ -493,10 +493,6 @@ async fn blocked_networks_are_refused_before_connecting_after_resolution_and_aft
         "refused to connect to localhost: it resolves to 127.0.0.1, in 127.0.0.0/8, one of \
          verify.blocked_networks"
     );
-}
-
-fn verifier_with(settings: &VerifySettings) -> (Verifier, prometheus::Registry) {
-    verifier(settings)
 }
 
 #[tokio::test]

@@ -31,7 +31,7 @@ fn settings(registries: &[&TestRegistry]) -> VerifySettings {
     }
 }
 
-fn verifier(settings: &VerifySettings) -> (Verifier, prometheus::Registry) {
+fn new_verifier(settings: &VerifySettings) -> (Verifier, prometheus::Registry) {
     let metrics = prometheus::Registry::new();
     (Verifier::new(settings, &metrics).unwrap(), metrics)
 }
@@ -104,7 +104,7 @@ async fn every_image_reference_resolves_to_the_pushed_digest_and_pins_to_it() {
         ],
         content_layer: Vec::new(),
     };
-    let (verifier, metrics) = verifier(&settings(&[&registry]));
+    let (verifier, metrics) = new_verifier(&settings(&[&registry]));
 
     let report = verifier.verify(&spec).await;
 
@@ -165,7 +165,7 @@ async fn unknown_tags_repositories_and_platforms_fail_with_the_reason() {
         ide_layer_ref: vec![format!("{host}/base:v1")],
         content_layer: Vec::new(),
     };
-    let (verifier, metrics) = verifier(&settings(&[&registry]));
+    let (verifier, metrics) = new_verifier(&settings(&[&registry]));
 
     let report = verifier.verify(&spec).await;
 
@@ -214,7 +214,7 @@ async fn basic_auth_credentials_come_from_the_docker_config_file() {
     let spec = image(&format!("{}/private/base:v1", registry.host));
     let dir = tempfile::tempdir().unwrap();
 
-    let anonymous = verifier(&settings(&[&registry])).0.verify(&spec).await;
+    let anonymous = new_verifier(&settings(&[&registry])).0.verify(&spec).await;
     assert_eq!(
         error_of(&anonymous, "spec.base_ref"),
         format!(
@@ -225,13 +225,13 @@ async fn basic_auth_credentials_come_from_the_docker_config_file() {
 
     let mut with_file = settings(&[&registry]);
     with_file.registry_auth_file = Some(docker_config(dir.path(), &registry.host, USER, PASSWORD));
-    let report = verifier(&with_file).0.verify(&spec).await;
+    let report = new_verifier(&with_file).0.verify(&spec).await;
     assert!(report.ok, "{report:#?}");
     assert_eq!(report.checks[0].digest.as_deref(), Some(digest.as_str()));
 
     let wrong = "not-the-password";
     with_file.registry_auth_file = Some(docker_config(dir.path(), &registry.host, USER, wrong));
-    let report = verifier(&with_file).0.verify(&spec).await;
+    let report = new_verifier(&with_file).0.verify(&spec).await;
     let error = error_of(&report, "spec.base_ref");
     assert!(error.contains("refused the credentials"), "{error}");
     assert!(!format!("{report:?}").contains(wrong));
@@ -245,7 +245,7 @@ async fn the_bearer_token_flow_gets_a_token_from_the_realm_with_the_file_s_crede
     let spec = image(&format!("{}/private/ide:v2", registry.host));
     let dir = tempfile::tempdir().unwrap();
 
-    let anonymous = verifier(&settings(&[&registry])).0.verify(&spec).await;
+    let anonymous = new_verifier(&settings(&[&registry])).0.verify(&spec).await;
     let error = error_of(&anonymous, "spec.base_ref");
     assert!(
         error.starts_with(&format!("401 from {}", registry.host)),
@@ -255,12 +255,12 @@ async fn the_bearer_token_flow_gets_a_token_from_the_realm_with_the_file_s_crede
 
     let mut with_file = settings(&[&registry]);
     with_file.registry_auth_file = Some(docker_config(dir.path(), &registry.host, USER, PASSWORD));
-    let report = verifier(&with_file).0.verify(&spec).await;
+    let report = new_verifier(&with_file).0.verify(&spec).await;
     assert!(report.ok, "{report:#?}\n{}", registry.log());
     assert_eq!(report.checks[0].digest.as_deref(), Some(digest.as_str()));
 
     with_file.registry_auth_file = Some(docker_config(dir.path(), &registry.host, USER, "wrong"));
-    let report = verifier(&with_file).0.verify(&spec).await;
+    let report = new_verifier(&with_file).0.verify(&spec).await;
     let error = error_of(&report, "spec.base_ref");
     assert!(
         error.contains("token service refused the credentials"),
@@ -362,7 +362,7 @@ async fn content_layers_answer_head_or_a_ranged_get_with_their_size() {
         ],
         ..ImageSpec::default()
     };
-    let (verifier, _) = verifier(&VerifySettings::default());
+    let (verifier, _) = new_verifier(&VerifySettings::default());
 
     let report = verifier.verify(&spec).await;
 
@@ -409,13 +409,13 @@ async fn layer_digests_are_compared_after_a_download_when_asked() {
         ],
         ..ImageSpec::default()
     };
-    let (sizes_only, _) = verifier(&VerifySettings::default());
+    let (sizes_only, _) = new_verifier(&VerifySettings::default());
     assert!(
         sizes_only.verify(&spec).await.ok,
         "digests are not checked by default"
     );
 
-    let (verifier, _) = verifier(&VerifySettings {
+    let (verifier, _) = new_verifier(&VerifySettings {
         layer_digests: true,
         ..VerifySettings::default()
     });
@@ -450,7 +450,7 @@ async fn blocked_networks_are_refused_before_connecting_after_resolution_and_aft
         ],
         ..ImageSpec::default()
     };
-    let (verifier, _) = verifier(&VerifySettings::default());
+    let (verifier, _) = new_verifier(&VerifySettings::default());
 
     let report = verifier.verify(&spec).await;
 
@@ -484,7 +484,7 @@ async fn blocked_networks_are_refused_before_connecting_after_resolution_and_aft
     let mut loopback_blocked = settings(&[]);
     loopback_blocked.blocked_networks = vec!["127.0.0.0/8".parse().unwrap()];
     loopback_blocked.insecure_registries = vec![format!("localhost:{port}")];
-    let (verifier, _) = verifier(&loopback_blocked);
+    let (verifier, _) = new_verifier(&loopback_blocked);
     let report = verifier
         .verify(&image(&format!("localhost:{port}/base:v1")))
         .await;
@@ -511,7 +511,7 @@ async fn a_registry_that_never_answers_fails_its_check_when_the_timeout_runs_out
         timeout: Duration::from_millis(300),
         ..VerifySettings::default()
     };
-    let (verifier, metrics) = verifier(&settings);
+    let (verifier, metrics) = new_verifier(&settings);
     let started = Instant::now();
 
     let report = verifier.verify(&image(&format!("{host}/base:v1"))).await;
@@ -540,7 +540,7 @@ async fn resolved_digests_are_cached_so_a_burst_asks_the_registry_once_and_failu
     let registry = TestRegistry::start(RegistryAuth::Open).await;
     registry.push_image("ide", "v1").await;
     let host = registry.host.clone();
-    let (verifier, metrics) = verifier(&settings(&[&registry]));
+    let (verifier, metrics) = new_verifier(&settings(&[&registry]));
     let requests = || {
         metric(
             &metrics,

@@ -11,6 +11,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use base64::Engine;
 use spec_provider::config::VerifySettings;
 use spec_provider::proto::registryfacade::content_layer::Spec as LayerSpec;
 use spec_provider::proto::registryfacade::{ContentLayer, ImageSpec, RemoteContentLayer};
@@ -567,4 +568,91 @@ async fn resolved_digests_are_cached_so_a_burst_asks_the_registry_once_and_failu
         "a failure is not cached"
     );
     assert_eq!(requests(), after_one_failure + 2);
+}
+
+/// Log lines written while the guard lives, at every level, from every crate that logs through
+/// `tracing` (oci-client, reqwest, hyper).
+fn capture_logs() -> (
+    Arc<std::sync::Mutex<Vec<u8>>>,
+    tracing::subscriber::DefaultGuard,
+) {
+    let buffer = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let writer = Arc::clone(&buffer);
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_ansi(false)
+        .with_writer(move || CapturedWriter(Arc::clone(&writer)))
+        .finish();
+    (buffer, tracing::subscriber::set_default(subscriber))
+}
+
+struct CapturedWriter(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for CapturedWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn no_credential_reaches_a_log_line_or_a_report() {
+    let issuer = TokenIssuer::start().await;
+    let basic = TestRegistry::start(RegistryAuth::Htpasswd).await;
+    let token = TestRegistry::start(RegistryAuth::Token(issuer)).await;
+    basic.push_image("private/base", "v1").await;
+    token.push_image("private/ide", "v1").await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.json");
+    std::fs::write(
+        &config,
+        serde_json::json!({"auths": {
+            basic.host.as_str(): {"username": USER, "password": PASSWORD},
+            token.host.as_str(): {"username": USER, "password": PASSWORD},
+        }})
+        .to_string(),
+    )
+    .unwrap();
+    let settings = VerifySettings {
+        registry_auth_file: Some(config),
+        ..settings(&[&basic, &token])
+    };
+    let (verifier, metrics) = new_verifier(&settings);
+    let spec = ImageSpec {
+        base_ref: format!("{}/private/base:v1", basic.host),
+        ide_ref: format!("{}/private/ide:v1", token.host),
+        supervisor_ref: format!("{}/private/ide:v404", token.host),
+        ..ImageSpec::default()
+    };
+    let (logs, guard) = capture_logs();
+
+    let report = verifier.verify(&spec).await;
+
+    drop(guard);
+    let logs = String::from_utf8(logs.lock().unwrap().clone()).unwrap();
+    assert!(report.checks[0].ok && report.checks[1].ok, "{report:#?}");
+    assert!(logs.contains("verification check failed"), "{logs}");
+    assert!(logs.contains("v404"), "{logs}");
+    assert!(logs.contains("oci_client"), "the token flow logs too: {logs}");
+    let basic_header =
+        base64::engine::general_purpose::STANDARD.encode(format!("{USER}:{PASSWORD}"));
+    let exposed = format!("{report:?}{logs}{}", metrics_text(&metrics));
+    for secret in [PASSWORD, basic_header.as_str(), "Bearer ey"] {
+        assert!(!exposed.contains(secret), "{secret:?} leaked");
+    }
+}
+
+fn metrics_text(registry: &prometheus::Registry) -> String {
+    let mut text = Vec::new();
+    prometheus::Encoder::encode(
+        &prometheus::TextEncoder::new(),
+        &registry.gather(),
+        &mut text,
+    )
+    .unwrap();
+    String::from_utf8(text).unwrap()
 }

@@ -80,6 +80,9 @@ impl TestRegistry {
     /// Starts a registry and waits until it answers. Panics (the test fails) when
     /// `docker-registry` is not installed: `.ci/run` installs it.
     pub async fn start(auth: RegistryAuth) -> Self {
+        // The pushing client is reqwest's, which wants the process's rustls provider (the
+        // verifier installs the same one).
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let dir = tempfile::tempdir().unwrap();
         let port = free_port().await;
         let host = format!("127.0.0.1:{port}");

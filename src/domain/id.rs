@@ -13,15 +13,7 @@ pub struct SpecId(String);
 impl SpecId {
     /// Parses an id, or says in a sentence what is wrong with it.
     pub fn parse(raw: &str) -> Result<Self, String> {
-        if raw.is_empty() {
-            return Err("must not be empty".into());
-        }
-        let length = raw.chars().count();
-        if length > MAX_ID_LEN {
-            return Err(format!(
-                "must be at most {MAX_ID_LEN} characters, got {length}"
-            ));
-        }
+        super::validate::check_length(raw, MAX_ID_LEN)?;
         if !is_path_component(raw) {
             return Err(format!(
                 "{raw:?} is not an image-reference path component: use lowercase letters and \

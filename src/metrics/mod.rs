@@ -17,6 +17,7 @@
 pub mod cache;
 pub mod grpc;
 pub mod http;
+pub mod rpc_log;
 pub mod store;
 
 use std::sync::Arc;

@@ -29,14 +29,20 @@ impl AdminService {
     }
 }
 
+/// What a SpecAdmin handler answers.
+type Answer<T> = Result<Response<T>, Status>;
+
+/// The message of `request`, its `id` noted for the RPC's log line (the prefix, for a listing).
+fn noted<T>(request: Request<T>, kind: RpcKind, id: impl FnOnce(&T) -> &String) -> T {
+    let message = request.into_inner();
+    note(kind, id(&message).clone());
+    message
+}
+
 #[tonic::async_trait]
 impl SpecAdmin for AdminService {
-    async fn put_spec(
-        &self,
-        request: Request<PutSpecRequest>,
-    ) -> Result<Response<SpecRecord>, Status> {
-        let req = request.into_inner();
-        note(RpcKind::Write, req.id.clone());
+    async fn put_spec(&self, request: Request<PutSpecRequest>) -> Answer<SpecRecord> {
+        let req = noted(request, RpcKind::Write, |req| &req.id);
         let cmd = validate_put(req.into(), &self.state.rules)?;
         let id = cmd.id.clone();
         let outcome = self.state.store()?.put(cmd, micros_now()).await;
@@ -46,37 +52,24 @@ impl SpecAdmin for AdminService {
         Ok(Response::new(record_to_proto(outcome?.record)?))
     }
 
-    async fn get_spec(
-        &self,
-        request: Request<GetSpecRequest>,
-    ) -> Result<Response<SpecRecord>, Status> {
-        let req = request.into_inner();
-        let id = validate_get(&req.id);
-        note(RpcKind::Read, req.id);
-        let id = id?;
+    async fn get_spec(&self, request: Request<GetSpecRequest>) -> Answer<SpecRecord> {
+        let req = noted(request, RpcKind::Read, |req| &req.id);
+        let id = validate_get(&req.id)?;
         let record = self.state.store()?.get(&id, micros_now()).await?;
         let record = record.ok_or_else(|| Error::not_found(id.as_str()))?;
         Ok(Response::new(record_to_proto(record)?))
     }
 
-    async fn list_specs(
-        &self,
-        request: Request<ListSpecsRequest>,
-    ) -> Result<Response<ListSpecsResponse>, Status> {
-        let req = request.into_inner();
-        note(RpcKind::Read, req.id_prefix.clone());
+    async fn list_specs(&self, request: Request<ListSpecsRequest>) -> Answer<ListSpecsResponse> {
+        let req = noted(request, RpcKind::Read, |req| &req.id_prefix);
         let page = validate_list(req.into())?;
         let records = self.state.store()?.list(&page.query, micros_now()).await?;
         let (records, next_page_token) = page.cut(records);
         Ok(Response::new(list_response(records, next_page_token)?))
     }
 
-    async fn delete_spec(
-        &self,
-        request: Request<DeleteSpecRequest>,
-    ) -> Result<Response<DeleteSpecResponse>, Status> {
-        let req = request.into_inner();
-        note(RpcKind::Write, req.id.clone());
+    async fn delete_spec(&self, request: Request<DeleteSpecRequest>) -> Answer<DeleteSpecResponse> {
+        let req = noted(request, RpcKind::Write, |req| &req.id);
         let cmd = validate_delete(req.into())?;
         let deleted = self.state.store()?.delete(&cmd, micros_now()).await;
         // Also after a failure, as for puts.

@@ -114,10 +114,14 @@ pub(super) fn with_direct_content(content: &[u8]) -> PutInput {
 }
 
 pub(super) fn violations_with(req: PutInput, rules: &ValidationRules) -> Vec<FieldViolation> {
-    match validate_put(req, rules) {
+    refused(validate_put(req, rules))
+}
+
+/// The violations of a request that must be refused.
+pub(super) fn refused<T: std::fmt::Debug>(result: Result<T, Error>) -> Vec<FieldViolation> {
+    match result {
         Err(Error::InvalidArgument(violations)) => violations,
-        Err(other) => panic!("expected InvalidArgument, got {other:?}"),
-        Ok(_) => panic!("expected violations, but the request passed"),
+        other => panic!("expected InvalidArgument, got {other:?}"),
     }
 }
 
@@ -137,4 +141,12 @@ pub(super) fn fields(violations: &[FieldViolation]) -> BTreeSet<&str> {
 
 pub(super) fn stored_spec(cmd: &PutCommand) -> ImageSpec {
     ImageSpec::decode(cmd.spec.bytes()).unwrap()
+}
+
+/// Labels from `(key, value)` pairs.
+pub(in crate::domain) fn labels_of(pairs: &[(&str, &str)]) -> Labels {
+    pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect()
 }

@@ -119,14 +119,7 @@ mod tests {
     use std::collections::BTreeSet;
 
     use super::*;
-    use crate::domain::validate::fixtures::{fields, valid_request, violations};
-
-    fn labels_of(pairs: &[(&str, &str)]) -> Labels {
-        pairs
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect()
-    }
+    use crate::domain::validate::fixtures::{fields, labels_of, valid_request, violations};
 
     fn label_fields(labels: &Labels) -> Vec<String> {
         validate_labels("labels", labels)

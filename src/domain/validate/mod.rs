@@ -18,7 +18,7 @@ mod tar;
 mod url;
 
 #[cfg(test)]
-mod fixtures;
+pub(super) mod fixtures;
 
 pub use labels::{MAX_LABELS, validate_labels};
 pub use request::{

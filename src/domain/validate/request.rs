@@ -259,8 +259,8 @@ mod tests {
     use super::*;
     use crate::domain::spec_digest;
     use crate::domain::validate::fixtures::{
-        DIRECT_CONTENT, digest, direct, duration, fields, remote_layer, request_with_spec, rules,
-        stored_spec, the_only_violation, valid_request, valid_spec,
+        DIRECT_CONTENT, digest, direct, duration, fields, refused, remote_layer, request_with_spec,
+        rules, stored_spec, the_only_violation, valid_request, valid_spec,
     };
 
     #[test]
@@ -436,9 +436,7 @@ mod tests {
             page_token: "not-a-token".into(),
             view: ListView::Unknown(7),
         };
-        let Err(Error::InvalidArgument(violations)) = validate_list(input) else {
-            panic!("expected InvalidArgument");
-        };
+        let violations = refused(validate_list(input));
         assert_eq!(
             fields(&violations),
             BTreeSet::from([
@@ -488,13 +486,11 @@ mod tests {
 
     #[test]
     fn a_delete_request_reports_every_violation_at_once() {
-        let Err(Error::InvalidArgument(violations)) = validate_delete(DeleteInput {
+        let violations = refused(validate_delete(DeleteInput {
             id: "Not An Id".into(),
             expected_generation: Some(-2),
             allow_missing: true,
-        }) else {
-            panic!("expected InvalidArgument");
-        };
+        }));
         assert_eq!(
             fields(&violations),
             BTreeSet::from(["id", "expected_generation"])
@@ -515,24 +511,19 @@ mod tests {
         let mut put = valid_request();
         put.expected_generation = Some(-1);
         let put = the_only_violation(put);
-        let Err(Error::InvalidArgument(delete)) = validate_delete(DeleteInput {
+        let delete = refused(validate_delete(DeleteInput {
             id: "ws-1".into(),
             expected_generation: Some(-1),
             allow_missing: false,
-        }) else {
-            panic!("expected InvalidArgument");
-        };
+        }));
         assert_eq!(delete, vec![put]);
     }
 
     #[test]
     fn a_get_names_a_malformed_id_at_id() {
         assert_eq!(validate_get("ws-1").unwrap().as_str(), "ws-1");
-        let Err(Error::InvalidArgument(violations)) = validate_get("") else {
-            panic!("expected InvalidArgument");
-        };
         assert_eq!(
-            violations,
+            refused(validate_get("")),
             vec![FieldViolation::new("id", "must not be empty")]
         );
     }

@@ -5,7 +5,7 @@
 //! runtime behind it) would choke on is refused here, at write time, with a sentence naming the
 //! field, instead of surfacing later as a failed image pull.
 //!
-//! [`request`] turns each request's fields into a domain command; [`spec`] assembles the checks
+//! `request` turns each request's fields into a domain command; `spec` assembles the checks
 //! of an image spec; each other file holds one grammar: image references, digests, layer URLs,
 //! tar archives and Kubernetes labels.
 

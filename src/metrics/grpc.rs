@@ -207,10 +207,8 @@ impl<S> Layer<S> for GrpcMetricsLayer {
     type Service = GrpcMetricsService<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        GrpcMetricsService {
-            inner,
-            metrics: self.metrics.clone(),
-        }
+        let layer = self.clone();
+        GrpcMetricsService { inner, layer }
     }
 }
 
@@ -218,7 +216,7 @@ impl<S> Layer<S> for GrpcMetricsLayer {
 #[derive(Clone)]
 pub struct GrpcMetricsService<S> {
     inner: S,
-    metrics: Arc<GrpcMetrics>,
+    layer: GrpcMetricsLayer,
 }
 
 impl<S, ResBody> Service<Request<tonic::body::Body>> for GrpcMetricsService<S>
@@ -234,7 +232,7 @@ where
     }
 
     fn call(&mut self, request: Request<tonic::body::Body>) -> Self::Future {
-        let Some(method) = self.metrics.methods.get(request.uri().path()) else {
+        let Some(method) = self.layer.metrics.methods.get(request.uri().path()) else {
             return MeteredFuture {
                 inner: rpc_log::with_slot(self.inner.call(request)),
                 call: None,

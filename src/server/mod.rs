@@ -148,56 +148,43 @@ impl Application {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
-        let Self {
-            listener,
-            local_addr,
-            metrics_listener,
-            metrics_addr,
-            admin_listener,
-            tls,
-            credentials,
-            settings,
-            store,
-            metrics,
-            grpc_metrics,
-            cache,
-        } = self;
-        let admin_addr = admin_listener
-            .as_ref()
-            .and_then(|listener| listener.local_addr().ok());
-
+        let admin_addr = self.admin_addr();
+        let settings = &self.settings;
         let health = health::Health::start().await;
-        let metrics_server =
-            tokio::spawn(metrics::http::serve(metrics_listener, metrics.clone(), {
+        let metrics_server = tokio::spawn(metrics::http::serve(
+            self.metrics_listener,
+            self.metrics.clone(),
+            {
                 let health = health.clone();
                 move || health.is_serving()
-            }));
+            },
+        ));
 
         let rules = ValidationRules {
             allow_http_urls: settings.validation.allow_http_urls,
             max_spec_bytes: settings.limits.max_spec_bytes,
         };
-        let state = ApiState::new(store.clone(), rules).with_cache(cache.clone());
+        let state = ApiState::new(self.store.clone(), rules).with_cache(self.cache.clone());
         let background = CancellationToken::new();
         let tasks = tasks::Background {
-            settings: &settings,
-            store: &store,
+            settings,
+            store: &self.store,
             state: &state,
             health: &health,
-            metrics: &metrics,
-            cache: &cache,
-            tls: tls.as_ref(),
-            credentials: &credentials,
+            metrics: &self.metrics,
+            cache: &self.cache,
+            tls: self.tls.as_ref(),
+            credentials: &self.credentials,
         }
         .spawn(&background);
 
         let (main, admin) = router::routers(
-            &settings,
+            settings,
             state,
             health.service(),
-            grpc_metrics,
-            credentials,
-            admin_listener.is_some(),
+            self.grpc_metrics,
+            self.credentials,
+            self.admin_listener.is_some(),
         )?;
         let drain = shutdown::Drain::new();
         // Each listener admits at most `server.max_connections` connections at once (counted once
@@ -208,7 +195,7 @@ impl Application {
             limits::limit_connections(
                 incoming(
                     listener,
-                    tls.clone(),
+                    self.tls.clone(),
                     settings.tls.handshake_timeout,
                     settings.tls.max_handshakes,
                     drain.stop_accepting(),
@@ -218,20 +205,20 @@ impl Application {
             )
         };
         tracing::info!(
-            %local_addr,
-            %metrics_addr,
+            local_addr = %self.local_addr,
+            metrics_addr = %self.metrics_addr,
             ?admin_addr,
-            tls = tls.is_some(),
-            backend = store.backend(),
+            tls = self.tls.is_some(),
+            backend = self.store.backend(),
             database = %settings.database.url,
             "spec-provider listening"
         );
         let serve_main = main.serve_with_incoming_shutdown(
-            accept(listener),
+            accept(self.listener),
             drain.begin(shutdown, health, background),
         );
         let serve = async {
-            match admin.zip(admin_listener) {
+            match admin.zip(self.admin_listener) {
                 Some((admin, admin_listener)) => {
                     let serve_admin = admin.serve_with_incoming_shutdown(
                         accept(admin_listener),

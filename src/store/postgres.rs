@@ -143,13 +143,7 @@ impl Store for PostgresStore {
     }
 
     async fn ping(&self) -> Result<(), Error> {
-        // Reading the table, not just `SELECT 1`, so that a database without the schema is not
-        // reported healthy.
-        sqlx::query("SELECT 1 FROM specs LIMIT 1")
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(db_error)?;
-        Ok(())
+        Postgres::ping(&self.pool).await
     }
 
     async fn get(&self, id: &SpecId, now: DateTime<Utc>) -> Result<Option<SpecRecord>, Error> {
@@ -201,22 +195,8 @@ impl Store for PostgresStore {
     async fn delete_expired(&self, now: DateTime<Utc>, batch_size: u32) -> Result<u64, Error> {
         // No notification: only rows already expired at `now` go, and every read cache entry
         // carries its record's expiry and stops answering at that moment by itself. A row that a
-        // put revives is not deleted (see below), and that put notifies.
-        //
-        // SKIP LOCKED leaves rows that a put is rewriting to that put. The outer condition is
-        // checked again on the row's latest version, so a row a put revived (a new record over
-        // the expired one) after the inner query's snapshot is not deleted.
-        let result = sqlx::query(
-            "DELETE FROM specs WHERE expire_time <= $1 AND id IN ( \
-                 SELECT id FROM specs WHERE expire_time <= $1 \
-                 ORDER BY expire_time LIMIT $2 FOR UPDATE SKIP LOCKED)",
-        )
-        .bind(now)
-        .bind(i64::from(batch_size))
-        .execute(&self.pool)
-        .await
-        .map_err(db_error)?;
-        Ok(result.rows_affected())
+        // put revives is not deleted, and that put notifies.
+        Postgres::delete_expired(&self.pool, now, batch_size).await
     }
 
     async fn count(&self, now: DateTime<Utc>) -> Result<u64, Error> {
@@ -259,8 +239,16 @@ impl Store for PostgresStore {
 
 impl Dialect for Postgres {
     type SpecRow = SpecRow;
+    // Typed: an untyped NULL would not decode as the row's `Option<Vec<u8>>`.
     const NULL_SPEC: &'static str = "NULL::bytea AS spec";
+    // Concurrent writers of one id queue behind the row's lock (see the module documentation).
     const LOCK_ROW: &'static str = " FOR UPDATE";
+    // A row a put is rewriting is left to that put; the next sweep finds it if still expired.
+    const SKIP_LOCKED: &'static str = " FOR UPDATE SKIP LOCKED";
+
+    fn rows_affected(result: &Self::QueryResult) -> u64 {
+        result.rows_affected()
+    }
 
     fn push_time(sql: &mut QueryBuilder<Self>, time: Option<DateTime<Utc>>) {
         sql.push_bind(time);

@@ -50,6 +50,13 @@ where
     /// database's write lock already.
     const LOCK_ROW: &'static str;
 
+    /// What follows the sweeper's choice of expired rows to delete: what keeps it off rows that
+    /// a put is rewriting; empty when the statement holds the database's write lock.
+    const SKIP_LOCKED: &'static str;
+
+    /// How many rows a statement changed (sqlx has no trait for it).
+    fn rows_affected(result: &Self::QueryResult) -> u64;
+
     /// Binds `time` as this database stores times.
     fn push_time(sql: &mut QueryBuilder<Self>, time: Option<DateTime<Utc>>);
 
@@ -59,19 +66,53 @@ where
     /// Appends the condition that a row carries every one of `labels` (not empty).
     fn push_labels_filter(sql: &mut QueryBuilder<Self>, labels: &Labels);
 
-    /// The live record of `id`, with its spec.
-    fn get<'a, 'c: 'a>(
-        executor: impl Executor<'c, Database = Self> + 'a,
-        id: &'a SpecId,
-        now: DateTime<Utc>,
-    ) -> impl Future<Output = Result<Option<SpecRecord>, Error>> + Send + 'a {
+    /// Checks that the database answers and the schema is in place: reading the table, not just
+    /// `SELECT 1`, so that a database without the schema is not reported healthy.
+    fn ping<'c>(
+        executor: impl Executor<'c, Database = Self> + 'c,
+    ) -> impl Future<Output = Result<(), Error>> + Send + 'c {
+        let query = sqlx::query::<Self>("SELECT 1 FROM specs LIMIT 1");
         async move {
-            let mut sql = Self::select(true);
-            sql.push(" WHERE id = ")
-                .push_bind(id.as_str())
-                .push(" AND ");
-            Self::push_live(&mut sql, now);
-            Self::fetch_record(executor, &mut sql).await
+            query.fetch_optional(executor).await.map_err(db_error)?;
+            Ok(())
+        }
+    }
+
+    /// The live record of `id`, with its spec. The statement is built before the future, which
+    /// so borrows nothing but the executor.
+    fn get<'c>(
+        executor: impl Executor<'c, Database = Self> + 'c,
+        id: &SpecId,
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = Result<Option<SpecRecord>, Error>> + Send + 'c {
+        let mut sql = Self::select(true);
+        sql.push(" WHERE id = ")
+            .push_bind(id.as_str())
+            .push(" AND ");
+        Self::push_live(&mut sql, now);
+        async move { Self::fetch_record(executor, &mut sql).await }
+    }
+
+    /// Deletes at most `batch_size` records expired at `now`, the longest expired first; returns
+    /// how many it deleted.
+    fn delete_expired<'c>(
+        executor: impl Executor<'c, Database = Self> + 'c,
+        now: DateTime<Utc>,
+        batch_size: u32,
+    ) -> impl Future<Output = Result<u64, Error>> + Send + 'c {
+        // The outer condition is checked again on each row's latest version: a row that a put
+        // revived (a new record over the expired one) after the inner query read it stays.
+        let mut sql = QueryBuilder::<Self>::new("DELETE FROM specs WHERE expire_time <= ");
+        Self::push_time(&mut sql, Some(now));
+        sql.push(" AND id IN (SELECT id FROM specs WHERE expire_time <= ");
+        Self::push_time(&mut sql, Some(now));
+        sql.push(" ORDER BY expire_time LIMIT ")
+            .push_bind(i64::from(batch_size))
+            .push(Self::SKIP_LOCKED)
+            .push(")");
+        async move {
+            let result = sql.build().execute(executor).await.map_err(db_error)?;
+            Ok(Self::rows_affected(&result))
         }
     }
 

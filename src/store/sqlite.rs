@@ -108,13 +108,7 @@ impl Store for SqliteStore {
     }
 
     async fn ping(&self) -> Result<(), Error> {
-        // Reading the table, not just `SELECT 1`, so that a database without the schema is not
-        // reported healthy.
-        sqlx::query("SELECT 1 FROM specs LIMIT 1")
-            .fetch_optional(&self.readers)
-            .await
-            .map_err(db_error)?;
-        Ok(())
+        Sqlite::ping(&self.readers).await
     }
 
     async fn get(&self, id: &SpecId, now: DateTime<Utc>) -> Result<Option<SpecRecord>, Error> {
@@ -170,16 +164,7 @@ impl Store for SqliteStore {
     }
 
     async fn delete_expired(&self, now: DateTime<Utc>, batch_size: u32) -> Result<u64, Error> {
-        let result = sqlx::query(
-            "DELETE FROM specs WHERE id IN ( \
-                 SELECT id FROM specs WHERE expire_time <= ?1 ORDER BY expire_time LIMIT ?2)",
-        )
-        .bind(now.timestamp_micros())
-        .bind(i64::from(batch_size))
-        .execute(&self.writer)
-        .await
-        .map_err(db_error)?;
-        Ok(result.rows_affected())
+        Sqlite::delete_expired(&self.writer, now, batch_size).await
     }
 
     async fn count(&self, now: DateTime<Utc>) -> Result<u64, Error> {
@@ -213,11 +198,9 @@ impl Store for SqliteStore {
 
 impl Dialect for Sqlite {
     type SpecRow = SpecRow;
-    const NULL_SPEC: &'static str = "NULL AS spec";
-    // `BEGIN IMMEDIATE` took the write lock already.
-    const LOCK_ROW: &'static str = "";
 
     fn push_time(sql: &mut QueryBuilder<Self>, time: Option<DateTime<Utc>>) {
+        // Microseconds since the Unix epoch: integers compare and index as the times do.
         sql.push_bind(time.map(|time| time.timestamp_micros()));
     }
 
@@ -227,6 +210,16 @@ impl Dialect for Sqlite {
             .map_err(Error::Internal)?;
         sql.push_bind(json);
         Ok(())
+    }
+
+    const NULL_SPEC: &'static str = "NULL AS spec";
+    // A write takes the database's write lock when it begins (`BEGIN IMMEDIATE`, or the sweep's
+    // one statement): no row to lock or skip.
+    const LOCK_ROW: &'static str = "";
+    const SKIP_LOCKED: &'static str = "";
+
+    fn rows_affected(result: &Self::QueryResult) -> u64 {
+        result.rows_affected()
     }
 
     fn push_labels_filter(sql: &mut QueryBuilder<Self>, labels: &Labels) {

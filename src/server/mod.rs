@@ -29,7 +29,7 @@ use crate::metrics::store::InstrumentedStore;
 use crate::metrics::{self, Metrics};
 use crate::proto;
 use crate::security::auth::SharedCredentials;
-use crate::security::tls::{ReloadingTls, incoming};
+use crate::security::tls::ReloadingTls;
 use crate::store::{self, Store};
 
 pub use health::LIVENESS_SERVICE;
@@ -186,24 +186,6 @@ impl Application {
             self.credentials,
             self.admin_listener.is_some(),
         )?;
-        let drain = shutdown::Drain::new();
-        // Each listener admits at most `server.max_connections` connections at once (counted once
-        // TLS is established; handshakes in progress are bounded by `tls.max_handshakes` and
-        // `tls.handshake_timeout`), and closes those that send no HTTP/2 preface within
-        // `server.preface_timeout`.
-        let accept = |listener| {
-            limits::limit_connections(
-                incoming(
-                    listener,
-                    self.tls.clone(),
-                    settings.tls.handshake_timeout,
-                    settings.tls.max_handshakes,
-                    drain.stop_accepting(),
-                ),
-                settings.server.max_connections,
-                settings.server.preface_timeout,
-            )
-        };
         tracing::info!(
             local_addr = %self.local_addr,
             metrics_addr = %self.metrics_addr,
@@ -213,22 +195,15 @@ impl Application {
             database = %settings.database.url,
             "spec-provider listening"
         );
-        let serve_main = main.serve_with_incoming_shutdown(
-            accept(self.listener),
+        let drain = shutdown::Drain::new();
+        let serve = router::serve(
+            (main, self.listener),
+            admin.zip(self.admin_listener),
+            settings,
+            self.tls,
+            &drain,
             drain.begin(shutdown, health, background),
         );
-        let serve = async {
-            match admin.zip(self.admin_listener) {
-                Some((admin, admin_listener)) => {
-                    let serve_admin = admin.serve_with_incoming_shutdown(
-                        accept(admin_listener),
-                        drain.stop_accepting().cancelled_owned(),
-                    );
-                    tokio::try_join!(serve_main, serve_admin).map(|_| ())
-                }
-                None => serve_main.await,
-            }
-        };
         tokio::select! {
             result = serve => result.context("serving gRPC")?,
             () = drain.grace_over(settings.server.shutdown_grace) => {}

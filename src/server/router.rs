@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 
+use tokio::net::TcpListener;
 use tonic::server::NamedService;
 use tonic::transport::Server;
 use tonic::transport::server::Router;
@@ -11,12 +12,15 @@ use tonic_health::pb::health_server::HealthServer;
 use tonic_health::server::HealthService;
 use tower_layer::{Identity, Stack};
 
+use super::limits::limit_connections;
+use super::shutdown::Drain;
 use crate::api::{AdminService, ApiState, ProviderService, SpecProviderServer};
 use crate::config::Settings;
 use crate::metrics::grpc::{GrpcMetrics, GrpcMetricsLayer};
 use crate::proto;
 use crate::proto::specprovider::v1::spec_admin_server::SpecAdminServer;
 use crate::security::auth::{AuthLayer, SharedCredentials};
+use crate::security::tls::{ReloadingTls, incoming};
 use crate::telemetry::RequestIdLayer;
 
 /// The gRPC services whose health is reported individually (besides the overall `""`).
@@ -88,6 +92,47 @@ pub(super) fn routers(
         .add_service(provider)
         .add_optional_service(admin_on_main);
     Ok((main, admin_router))
+}
+
+/// Serves `main` and, with an admin listener, `admin`, each on its listener, until the drain
+/// begins: `on_shutdown` is the main server's shutdown future, which begins it.
+pub(super) async fn serve(
+    main: (GrpcRouter, TcpListener),
+    admin: Option<(GrpcRouter, TcpListener)>,
+    settings: &Settings,
+    tls: Option<Arc<ReloadingTls>>,
+    drain: &Drain,
+    on_shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), tonic::transport::Error> {
+    // Each listener admits at most `server.max_connections` connections at once (counted once
+    // TLS is established; handshakes in progress are bounded by `tls.max_handshakes` and
+    // `tls.handshake_timeout`), and closes those that send no HTTP/2 preface within
+    // `server.preface_timeout`.
+    let accept = |listener| {
+        limit_connections(
+            incoming(
+                listener,
+                tls.clone(),
+                settings.tls.handshake_timeout,
+                settings.tls.max_handshakes,
+                drain.stop_accepting(),
+            ),
+            settings.server.max_connections,
+            settings.server.preface_timeout,
+        )
+    };
+    let (main, listener) = main;
+    let serve_main = main.serve_with_incoming_shutdown(accept(listener), on_shutdown);
+    match admin {
+        Some((admin, listener)) => {
+            let serve_admin = admin.serve_with_incoming_shutdown(
+                accept(listener),
+                drain.stop_accepting().cancelled_owned(),
+            );
+            tokio::try_join!(serve_main, serve_admin).map(|_| ())
+        }
+        None => serve_main.await,
+    }
 }
 
 /// The reflection service: our two services and health, by an explicit allow-list.

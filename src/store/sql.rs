@@ -31,6 +31,11 @@ pub(super) struct DeleteOutcome {
 
 /// One SQL dialect: the parts that differ, and, written once over them, the statements of the
 /// [`super::Store`] methods that both drivers run alike.
+///
+/// The shared statements are provided methods, so that the bounds sqlx needs are stated once,
+/// here. They return `impl Future + Send` rather than being `async fn`: through sqlx's
+/// higher-ranked executor bounds the compiler cannot prove an `async fn`'s future `Send` at the
+/// drivers' call sites (rust-lang/rust#100013).
 pub(super) trait Dialect: Database
 where
     for<'a> &'a str: Encode<'a, Self> + Type<Self>,

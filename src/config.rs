@@ -326,6 +326,12 @@ impl AuthSettings {
             || self.admin_tokens_file.is_some()
             || !self.admin_subjects.is_empty()
     }
+
+    /// Whether `token` can be a bearer token: what fits in an `authorization` header value after
+    /// `Bearer ` and survives being one line of a token file.
+    pub fn is_valid_token(token: &str) -> bool {
+        !token.is_empty() && token.bytes().all(|b| b.is_ascii_graphic())
+    }
 }
 
 /// A secret string (a bearer token): `Debug` shows `***`, so settings can be logged whole.
@@ -633,7 +639,7 @@ impl Settings {
         ] {
             if tokens
                 .iter()
-                .any(|t| !crate::security::auth::is_valid_token(t.expose()))
+                .any(|t| !AuthSettings::is_valid_token(t.expose()))
             {
                 return invalid(
                     key,

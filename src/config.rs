@@ -423,6 +423,13 @@ impl Default for TracingSettings {
     }
 }
 
+impl TracingSettings {
+    /// Whether spans are exported: `otlp_endpoint` is set.
+    pub fn exports_spans(&self) -> bool {
+        !self.otlp_endpoint.is_empty()
+    }
+}
+
 /// A database URL. Its `Debug` and `Display` hide the password, so it can be logged.
 #[derive(Clone, PartialEq, Eq, Deserialize)]
 #[serde(transparent)]
@@ -572,7 +579,7 @@ impl Settings {
         if self.sweeper.batch_size == 0 {
             return invalid("sweeper.batch_size", "must be at least 1");
         }
-        if !self.tracing.otlp_endpoint.is_empty()
+        if self.tracing.exports_spans()
             && !matches!(
                 url::Url::parse(&self.tracing.otlp_endpoint).map(|u| u.scheme().to_owned()),
                 Ok(scheme) if scheme == "http" || scheme == "https"

@@ -320,7 +320,7 @@ impl Application {
             None => (Some(admin), None),
             Some(admin_listener) => {
                 let server = transport(&settings.server)
-                    .layer(RequestIdLayer)
+                    .layer(RequestIdLayer::new(&settings.tracing))
                     .layer(GrpcMetricsLayer::new(grpc_metrics.clone()))
                     .layer(AuthLayer::new(credentials.clone()))
                     .add_service(health_service.clone())
@@ -334,7 +334,7 @@ impl Application {
             }
         };
         let serve_main = transport(&settings.server)
-            .layer(RequestIdLayer)
+            .layer(RequestIdLayer::new(&settings.tracing))
             .layer(GrpcMetricsLayer::new(grpc_metrics))
             // Inside the metrics layer, so that refused calls are counted with their codes.
             .layer(AuthLayer::new(credentials))

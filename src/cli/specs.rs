@@ -14,7 +14,7 @@ use crate::proto::specprovider::v1::{
 };
 
 use super::client::{ClientArgs, status_error};
-use super::fixed_spec::parse_spec;
+use super::input::parse_spec;
 use super::output::{OutputFormat, record_table, records_table, write_json};
 
 /// `put ID [FILE | --file FILE] [--label k=v]... [--ttl 1h] [--expected-generation N]`

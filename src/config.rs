@@ -328,6 +328,12 @@ impl AuthSettings {
             || self.admin_tokens_file.is_some()
             || !self.admin_subjects.is_empty()
     }
+
+    /// Whether `token` can be a bearer token: what fits in an `authorization` header value after
+    /// `Bearer ` and survives being one line of a token file.
+    pub fn is_valid_token(token: &str) -> bool {
+        !token.is_empty() && token.bytes().all(|b| b.is_ascii_graphic())
+    }
 }
 
 /// A secret string (a bearer token): `Debug` shows `***`, so settings can be logged whole.
@@ -416,6 +422,13 @@ impl Default for TracingSettings {
             service_name: "spec-provider".to_owned(),
             sample_ratio: 1.0,
         }
+    }
+}
+
+impl TracingSettings {
+    /// Whether spans are exported: `otlp_endpoint` is set.
+    pub fn exports_spans(&self) -> bool {
+        !self.otlp_endpoint.is_empty()
     }
 }
 
@@ -570,7 +583,7 @@ impl Settings {
         if self.sweeper.batch_size == 0 {
             return invalid("sweeper.batch_size", "must be at least 1");
         }
-        if !self.tracing.otlp_endpoint.is_empty()
+        if self.tracing.exports_spans()
             && !matches!(
                 url::Url::parse(&self.tracing.otlp_endpoint).map(|u| u.scheme().to_owned()),
                 Ok(scheme) if scheme == "http" || scheme == "https"
@@ -638,7 +651,7 @@ impl Settings {
         ] {
             if tokens
                 .iter()
-                .any(|t| !crate::security::auth::is_valid_token(t.expose()))
+                .any(|t| !AuthSettings::is_valid_token(t.expose()))
             {
                 return invalid(
                     key,

@@ -5,7 +5,6 @@
 use std::future::Future;
 use std::io::IsTerminal;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll, ready};
 
 use anyhow::Context as _;
@@ -30,10 +29,6 @@ use crate::config::{LogFormat, Settings, TracingSettings};
 
 /// The filter when `RUST_LOG` is unset: our info lines; sqlx only when something is wrong.
 const DEFAULT_FILTER: &str = "info,sqlx=warn";
-
-/// Whether the installed subscriber exports spans ([`init`] with `tracing.otlp_endpoint` set):
-/// only then do request spans carry the `otel.*` fields that name them for export.
-static EXPORTING_TRACES: AtomicBool = AtomicBool::new(false);
 
 /// Keeps trace export running; [`Telemetry::shutdown`] flushes the spans not yet exported.
 #[must_use = "dropping the guard without shutdown may lose the last spans"]
@@ -91,16 +86,12 @@ where
     let otel = tracer_provider.as_ref().map(|provider| {
         tracing_opentelemetry::layer().with_tracer(provider.tracer(env!("CARGO_PKG_NAME")))
     });
-    let exporting = otel.is_some();
-    let installed = tracing_subscriber::registry()
+    // A second call finds a subscriber installed and keeps it.
+    let _ = tracing_subscriber::registry()
         .with(filter)
         .with(fmt)
         .with(otel)
-        .try_init()
-        .is_ok();
-    if installed {
-        EXPORTING_TRACES.store(exporting, Ordering::Relaxed);
-    }
+        .try_init();
     Ok(Telemetry { tracer_provider })
 }
 
@@ -112,7 +103,7 @@ fn colours_wanted() -> bool {
 
 /// The OTLP/gRPC trace pipeline of `settings`, or `None` when export is off.
 fn tracer_provider(settings: &TracingSettings) -> anyhow::Result<Option<SdkTracerProvider>> {
-    if settings.otlp_endpoint.is_empty() {
+    if !settings.exports_spans() {
         return Ok(None);
     }
     let exporter = opentelemetry_otlp::SpanExporter::builder()
@@ -146,14 +137,30 @@ const MAX_REQUEST_ID_BYTES: usize = 128;
 /// when it sent a usable one (1 to 128 printable ASCII characters, no spaces), a new UUID v4
 /// otherwise. The id is echoed in the response metadata, and every log line written while the
 /// request is handled carries it, as the `request_id` field of a span named `grpc`.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct RequestIdLayer;
+#[derive(Debug, Clone, Copy)]
+pub struct RequestIdLayer {
+    /// Whether spans are exported (`tracing.otlp_endpoint`): only then do they carry the
+    /// `otel.*` fields that name and classify them for export.
+    exporting_spans: bool,
+}
+
+impl RequestIdLayer {
+    /// The layer for a server whose trace export is set up by `tracing`.
+    pub fn new(tracing: &TracingSettings) -> Self {
+        Self {
+            exporting_spans: tracing.exports_spans(),
+        }
+    }
+}
 
 impl<S> Layer<S> for RequestIdLayer {
     type Service = RequestIdService<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        RequestIdService { inner }
+        RequestIdService {
+            inner,
+            exporting_spans: self.exporting_spans,
+        }
     }
 }
 
@@ -161,6 +168,7 @@ impl<S> Layer<S> for RequestIdLayer {
 #[derive(Debug, Clone)]
 pub struct RequestIdService<S> {
     inner: S,
+    exporting_spans: bool,
 }
 
 impl<S, B, ResBody> Service<Request<B>> for RequestIdService<S>
@@ -182,20 +190,15 @@ where
             .filter(|value| is_usable_request_id(value.as_bytes()))
             .cloned()
             .unwrap_or_else(new_request_id);
-        // Sent as a never-indexed HPACK literal: an id is used once, and indexing it would put
-        // each one in the connection's header table, evicting what repeats (content-type and
-        // the like) and costing a search of the ids already there on every answer (about 4 % of
-        // the server's CPU time for a cached GetImageSpec, found with `perf`).
+        // Sent as a never-indexed HPACK literal: an id is used once, and indexing each one would
+        // evict what repeats from the header table (figures: docs/benchmarks-history.md).
         id.set_sensitive(true);
         // Handlers see the id that is logged and echoed, also when it was generated here.
         request.headers_mut().insert(REQUEST_ID_HEADER, id.clone());
-        // The fmt layer formats a span's fields when the span is made, on every RPC, whether
-        // or not a line is then written. So the span carries the request id alone, unless spans
-        // are exported, which needs the `otel.*` fields that name and classify them. (Those two
-        // fields, and the colours now off when not at a terminal, cost 8 % of the instructions
-        // of a cached GetImageSpec: 82,300 -> 75,400 per request, counted with callgrind.)
+        // The fmt layer formats a span's fields when the span is made, on every RPC, so the
+        // `otel.*` fields are added only when spans are exported (docs/benchmarks-history.md).
         let request_id = std::str::from_utf8(id.as_bytes()).unwrap_or_default();
-        let span = if EXPORTING_TRACES.load(Ordering::Relaxed) {
+        let span = if self.exporting_spans {
             tracing::info_span!(
                 "grpc",
                 request_id,
@@ -267,7 +270,8 @@ mod tests {
 
     #[tokio::test]
     async fn the_id_is_echoed_and_never_indexed() {
-        let mut service = RequestIdLayer.layer(tower::service_fn(|request: Request<()>| {
+        let layer = RequestIdLayer::new(&TracingSettings::default());
+        let mut service = layer.layer(tower::service_fn(|request: Request<()>| {
             let seen = request.headers().get(REQUEST_ID_HEADER).cloned();
             async move { Ok::<_, std::convert::Infallible>(Response::new(seen)) }
         }));

@@ -1,11 +1,55 @@
-//! Conversions between the domain's records and the protobuf messages.
+//! Conversions between the protobuf messages and the domain: requests into the plain inputs that
+//! `crate::domain::validate` checks, and records back into messages.
 
 use chrono::{DateTime, Utc};
 use prost::Message;
 
+use crate::domain::validate::{DeleteInput, DurationInput, ListInput, ListView, PutInput};
 use crate::domain::{Error, SpecRecord};
 use crate::proto::registryfacade::ImageSpec;
 use crate::proto::specprovider::v1 as pb;
+
+impl From<pb::PutSpecRequest> for PutInput {
+    fn from(req: pb::PutSpecRequest) -> Self {
+        Self {
+            id: req.id,
+            spec: req.spec,
+            // Sorted by key, so that violations come out in the same order on every call.
+            labels: req.labels.into_iter().collect(),
+            expected_generation: req.expected_generation,
+            ttl: req.ttl.map(|ttl| DurationInput {
+                seconds: ttl.seconds,
+                nanos: ttl.nanos,
+            }),
+        }
+    }
+}
+
+impl From<pb::ListSpecsRequest> for ListInput {
+    fn from(req: pb::ListSpecsRequest) -> Self {
+        Self {
+            id_prefix: req.id_prefix,
+            labels: req.labels.into_iter().collect(),
+            page_size: req.page_size,
+            page_token: req.page_token,
+            view: match pb::SpecView::try_from(req.view) {
+                Ok(pb::SpecView::Unspecified | pb::SpecView::Basic) => ListView::Basic,
+                Ok(pb::SpecView::Full) => ListView::Full,
+                Err(_) => ListView::Unknown(req.view),
+            },
+        }
+    }
+}
+
+impl From<pb::DeleteSpecRequest> for DeleteInput {
+    fn from(req: pb::DeleteSpecRequest) -> Self {
+        Self {
+            id: req.id,
+            expected_generation: req.expected_generation,
+            allow_missing: req.allow_missing,
+        }
+    }
+}
 
 /// Decodes a stored spec. Stored bytes were encoded by us, so a failure is an internal error.
 pub(super) fn decode_spec(bytes: &[u8]) -> Result<ImageSpec, Error> {
@@ -33,5 +77,19 @@ pub(super) fn record_to_proto(record: SpecRecord) -> Result<pb::SpecRecord, Erro
         create_time: Some(timestamp(record.create_time)),
         update_time: Some(timestamp(record.update_time)),
         expire_time: record.expire_time.map(timestamp),
+    })
+}
+
+/// A page of records and the token of the next one.
+pub(super) fn list_response(
+    records: Vec<SpecRecord>,
+    next_page_token: String,
+) -> Result<pb::ListSpecsResponse, Error> {
+    Ok(pb::ListSpecsResponse {
+        specs: records
+            .into_iter()
+            .map(record_to_proto)
+            .collect::<Result<_, _>>()?,
+        next_page_token,
     })
 }

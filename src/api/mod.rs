@@ -1,5 +1,6 @@
-//! The gRPC layer: thin tonic handlers (validate, convert, call the store, convert back), one file
-//! per service, plus the conversions and the one mapping of [`Error`] to [`Status`].
+//! The gRPC layer: thin tonic handlers (validate, call the store, convert back), one file per
+//! service, plus the conversions and the one mapping of [`Error`] to [`Status`]. Each RPC's log
+//! line and timing are the gRPC layer's (`crate::metrics::grpc`), not the handlers'.
 
 mod admin;
 mod convert;
@@ -8,11 +9,9 @@ mod wire;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Instant;
 
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
-use tracing::Level;
 
 use crate::cache::SpecCache;
 use crate::domain::Error;
@@ -72,90 +71,34 @@ impl ApiState {
     }
 }
 
+/// The one mapping of the domain's errors to gRPC statuses. An internal or unavailable database's
+/// cause goes to the log, not to the client: it becomes the status's source, which the RPC's log
+/// line writes out (`crate::metrics::rpc_log`).
 impl From<Error> for Status {
     fn from(err: Error) -> Self {
         match err {
-            Error::InvalidArgument(violations) => {
-                let message = err_message(&violations);
+            Error::InvalidArgument(ref violations) => {
                 let mut details = ErrorDetails::new();
                 for v in violations {
-                    details.add_bad_request_violation(v.field, v.description);
+                    details.add_bad_request_violation(&v.field, &v.description);
                 }
-                Status::with_error_details(Code::InvalidArgument, message, details)
+                Status::with_error_details(Code::InvalidArgument, err.to_string(), details)
             }
             Error::NotFound { message } => Status::not_found(message),
             Error::AlreadyExists { message } => Status::already_exists(message),
             err @ Error::Aborted { .. } => Status::aborted(err.to_string()),
-            Error::Unavailable(source) => {
-                tracing::warn!(error = format!("{source:#}"), "database unavailable");
-                Status::unavailable("the database is unavailable; retry later")
-            }
-            Error::Internal(source) => {
-                tracing::error!(error = format!("{source:#}"), "internal error");
-                Status::internal("internal error")
-            }
+            Error::Unavailable(source) => with_cause(
+                Status::unavailable("the database is unavailable; retry later"),
+                source,
+            ),
+            Error::Internal(source) => with_cause(Status::internal("internal error"), source),
         }
     }
 }
 
-fn err_message(violations: &[crate::domain::FieldViolation]) -> String {
-    let listed: Vec<String> = violations.iter().map(ToString::to_string).collect();
-    format!("invalid request: {}", listed.join("; "))
-}
-
-/// Longest prefix of a request's id that goes into a log line.
-const MAX_LOGGED_ID_BYTES: usize = 256;
-
-/// Converts a handler's result to tonic's and logs the call: one line per write and per failed
-/// RPC (method, id, code, latency); successful reads only at `read_level`, and so NOT_FOUND, which
-/// for a read is an answer rather than a failure: registry facades ask for unknown ids all the
-/// time, and a line at INFO for each would flood the log (the gRPC metrics count them).
-fn finish<T>(
-    method: &'static str,
-    id: &str,
-    started: Instant,
-    read_level: Level,
-    result: Result<T, Error>,
-) -> Result<tonic::Response<T>, Status> {
-    let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
-    // The id may be anything a client sent: cap its length, and log it quoted (Debug) so that
-    // control characters cannot forge log lines.
-    let id = id
-        .get(..id.floor_char_boundary(MAX_LOGGED_ID_BYTES))
-        .unwrap_or(id);
-    match result {
-        Ok(value) => {
-            if read_level == Level::INFO {
-                tracing::info!(method, ?id, code = "OK", latency_ms, "rpc");
-            } else {
-                tracing::debug!(method, ?id, code = "OK", latency_ms, "rpc");
-            }
-            Ok(tonic::Response::new(value))
-        }
-        Err(err) => {
-            let status = Status::from(err);
-            let code = crate::metrics::grpc::code_name(status.code());
-            // tracing needs a constant level for each line: one macro, three levels.
-            // `status_message`, not `message`: in JSON lines that key is the event's own message.
-            macro_rules! failed {
-                ($level:expr) => {
-                    tracing::event!(
-                        $level,
-                        method,
-                        ?id,
-                        code,
-                        latency_ms,
-                        status_message = status.message(),
-                        "rpc"
-                    )
-                };
-            }
-            match status.code() {
-                Code::Internal | Code::Unavailable => failed!(Level::ERROR),
-                Code::NotFound if read_level != Level::INFO => failed!(Level::DEBUG),
-                _ => failed!(Level::INFO),
-            }
-            Err(status)
-        }
-    }
+/// `status`, with `cause` as its source.
+fn with_cause(mut status: Status, cause: anyhow::Error) -> Status {
+    let cause: Box<dyn std::error::Error + Send + Sync> = cause.into();
+    status.set_source(Arc::from(cause));
+    status
 }

@@ -137,19 +137,6 @@ mod tests {
     }
 
     #[test]
-    fn a_framed_message_is_a_zero_flag_its_length_and_its_encoding() {
-        let request = GetImageSpecRequest { id: "abc".into() };
-        let framed = frame(&request).unwrap();
-        let encoded = request.encode_to_vec();
-        assert_eq!(framed[0], 0);
-        assert_eq!(
-            framed[1..5],
-            u32::try_from(encoded.len()).unwrap().to_be_bytes()
-        );
-        assert_eq!(framed[5..], encoded[..]);
-    }
-
-    #[test]
     fn a_unary_request_decodes_from_its_one_framed_message() {
         let decoded: GetImageSpecRequest = decode_unary(&framed_request("ws-1")).unwrap();
         assert_eq!(decoded.id, "ws-1");

@@ -7,13 +7,13 @@
 //!
 //! # Coherence
 //!
-//! - Every write of this process evicts its id as soon as the store returns
-//!   ([`SpecCache::invalidate`]); with SQLite (one process) that is all there is.
-//! - With PostgreSQL every committed write or delete also notifies
-//!   [`crate::store::CHANGES_CHANNEL`] in its own transaction, and [`listener`] evicts the id on
-//!   every replica. While the listening connection is down, notifications are lost, so the cache
-//!   is emptied and bypassed ([`SpecCache::suspend`]) until the listener is back
-//!   ([`SpecCache::resume`]).
+//! - Every write of this process evicts its id as soon as the store returns, also when the write
+//!   failed, since a commit whose answer was lost may have happened ([`SpecCache::invalidate`]).
+//! - The cache follows the store's change feed ([`SpecCache::follow`], [`Store::watch_changes`]):
+//!   every committed change, of this replica or another, evicts its id. While changes cannot be
+//!   heard (the feed was lost), the cache is emptied and bypassed ([`SpecCache::suspend`]) until
+//!   they are heard again ([`SpecCache::resume`]); it starts bypassed, until the feed first
+//!   listens.
 //! - Cached found answers carry their record's `expire_time` and stop answering at that moment,
 //!   as the store does, so the sweeper's deletions need no notification.
 //!
@@ -31,8 +31,6 @@
 //! emptying the cache ([`SpecCache::suspend`], [`SpecCache::resume`]) bumps a global epoch that
 //! every fill checks too.
 
-pub mod listener;
-
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -49,7 +47,7 @@ use prometheus::{IntCounter, IntGauge, Registry};
 use crate::config::CacheSettings;
 use crate::domain::{Error, micros_now};
 use crate::metrics::cache::CacheMetrics;
-use crate::store::ServedSpec;
+use crate::store::{ChangeSubscriber, ServedSpec, Store};
 
 /// Bytes counted for an entry on top of its id and encoded answer: moka's node, the key's and the
 /// entry's headers. An estimate; it keeps millions of tiny "not found" entries from being free.
@@ -133,13 +131,10 @@ impl Loaded {
 }
 
 impl SpecCache {
-    /// A cache per `settings`, with its entries and bytes registered in `registry`.
-    ///
-    /// `coherent_via_listener` is true with PostgreSQL: the cache then starts bypassed, until
-    /// [`listener`] has started listening and calls [`SpecCache::resume`].
+    /// A cache per `settings`, with its entries and bytes registered in `registry`. It starts
+    /// bypassed, until [`SpecCache::follow`] hears the store's changes.
     pub fn new(
         settings: &CacheSettings,
-        coherent_via_listener: bool,
         metrics: &CacheMetrics,
         registry: &Registry,
     ) -> Result<Self, prometheus::Error> {
@@ -162,13 +157,13 @@ impl SpecCache {
             Some(entries.clone()),
             metrics,
         )?))?;
-        metrics.bypassed.set(i64::from(coherent_via_listener));
+        metrics.bypassed.set(1);
         Ok(Self {
             inner: Some(Arc::new(Inner {
                 entries,
                 epoch: AtomicU64::new(0),
                 stripes: (0..STRIPES).map(|_| AtomicU64::new(0)).collect(),
-                bypass: AtomicBool::new(coherent_via_listener),
+                bypass: AtomicBool::new(true),
                 negative_ttl: settings.negative_ttl,
                 metrics: metrics.clone(),
             })),
@@ -271,11 +266,39 @@ impl SpecCache {
         }
     }
 
+    /// Keeps the cache coherent with `store`'s changes until the future is dropped; returns at
+    /// once when the cache is disabled, which then has nothing to keep coherent.
+    pub async fn follow(&self, store: Arc<dyn Store>) {
+        if self.inner.is_some() {
+            store.watch_changes(Arc::new(self.clone())).await;
+        }
+    }
+
     /// Whether the cache is enabled and not bypassed.
     pub fn is_active(&self) -> bool {
         self.inner
             .as_ref()
             .is_some_and(|inner| !inner.bypass.load(Ordering::SeqCst))
+    }
+}
+
+/// The store's change feed, as the cache hears it.
+impl ChangeSubscriber for SpecCache {
+    fn changed(&self, id: &str) {
+        if let Some(inner) = &self.inner {
+            inner.metrics.notifications.inc();
+        }
+        self.invalidate(id);
+    }
+
+    fn lost(&self) {
+        self.suspend();
+        tracing::warn!("read cache emptied and bypassed until store changes are heard again");
+    }
+
+    fn listening(&self) {
+        self.resume();
+        tracing::info!("store changes are heard: read cache in use");
     }
 }
 
@@ -373,7 +396,10 @@ mod tests {
             negative_ttl,
             ..CacheSettings::default()
         };
-        SpecCache::new(&settings, false, &metrics, &registry).unwrap()
+        let cache = SpecCache::new(&settings, &metrics, &registry).unwrap();
+        assert!(!cache.is_active(), "bypassed until changes are heard");
+        cache.listening();
+        cache
     }
 
     fn spec(tag: &str) -> Bytes {

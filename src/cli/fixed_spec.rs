@@ -19,6 +19,7 @@ use crate::proto::registryfacade::ImageSpec;
 use crate::proto::specprovider::v1::{GetSpecRequest, ListSpecsRequest, PutSpecRequest, SpecView};
 
 use super::client::{AdminClient, ClientArgs, describe_status, status_error};
+use super::input::parse_spec;
 use super::output::{OutputFormat, write_json};
 use super::specs::{FilterArgs, labels_from, parse_label};
 
@@ -53,23 +54,6 @@ pub(super) struct ExportArgs {
     client: ClientArgs,
     #[command(flatten)]
     filter: FilterArgs,
-}
-
-/// Reads an ImageSpec, naming the path of the field at fault (such as
-/// `contentLayer[0].remote.fooBar`) when it is not one.
-pub(super) fn parse_spec<'de, D>(deserializer: D) -> Result<ImageSpec, String>
-where
-    D: serde::Deserializer<'de>,
-    D::Error: std::fmt::Display,
-{
-    serde_path_to_error::deserialize(deserializer).map_err(|err| {
-        let path = err.path().to_string();
-        if path == "." {
-            err.into_inner().to_string()
-        } else {
-            format!("at {path}: {}", err.into_inner())
-        }
-    })
 }
 
 /// The entries of a fixed spec file, in id order; an entry that is not an ImageSpec carries the
@@ -334,36 +318,4 @@ pub(super) async fn export(args: ExportArgs) -> anyhow::Result<ExitCode> {
     writeln!(out, "\n}}")?;
     out.flush()?;
     Ok(ExitCode::SUCCESS)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn an_unknown_field_is_named_with_its_path() {
-        let value = serde_json::json!({
-            "baseRef": "docker.io/library/ubuntu:22.04",
-            "contentLayer": [{"remote": {"url": "https://x", "fooBar": 1}}]
-        });
-        let err = parse_spec(value).unwrap_err();
-        assert!(err.contains("contentLayer[0].remote"), "{err}");
-        assert!(err.contains("fooBar"), "{err}");
-    }
-
-    #[test]
-    fn snake_case_names_and_base64_bytes_are_read() {
-        let value = serde_json::json!({
-            "base_ref": "docker.io/library/ubuntu:22.04",
-            "content_layer": [{"direct": {"content": "aGVsbG8="}}]
-        });
-        let spec = parse_spec(value).unwrap();
-        assert_eq!(spec.base_ref, "docker.io/library/ubuntu:22.04");
-        let Some(crate::proto::registryfacade::content_layer::Spec::Direct(direct)) =
-            &spec.content_layer[0].spec
-        else {
-            panic!("a direct layer: {spec:?}");
-        };
-        assert_eq!(direct.content, b"hello");
-    }
 }

@@ -3,6 +3,7 @@
 
 mod client;
 mod fixed_spec;
+mod input;
 mod output;
 mod specs;
 

@@ -8,16 +8,14 @@ use std::time::Duration;
 
 use anyhow::Context;
 
+use crate::domain::MAX_PAGE_SIZE;
 use crate::proto::specprovider::v1::{
     DeleteSpecRequest, GetSpecRequest, ListSpecsRequest, PutSpecRequest, SpecView,
 };
 
 use super::client::{ClientArgs, status_error};
-use super::fixed_spec::parse_spec;
+use super::input::parse_spec;
 use super::output::{OutputFormat, record_table, records_table, write_json};
-
-/// The largest page the server hands out; asking for more gets this many.
-const MAX_PAGE_SIZE: usize = 1000;
 
 /// `put ID [FILE | --file FILE] [--label k=v]... [--ttl 1h] [--expected-generation N]`
 #[derive(Debug, clap::Args)]
@@ -194,8 +192,9 @@ pub(super) async fn list(args: ListArgs) -> anyhow::Result<ExitCode> {
     let mut table_rows = Vec::new();
     let mut out = std::io::stdout().lock();
     while remaining > 0 {
-        let page_size = i32::try_from(remaining.min(MAX_PAGE_SIZE))
-            .expect("a page size of at most 1000 fits in an i32");
+        // Asking for more than the server hands out gets as many as it does.
+        let page_size = i32::try_from(remaining.min(MAX_PAGE_SIZE as usize))
+            .expect("a page size of at most MAX_PAGE_SIZE fits in an i32");
         let page = admin
             .list_specs(ListSpecsRequest {
                 page_size,

@@ -1,5 +1,5 @@
-//! The rules of the service, free of I/O: ids, validated specs, records, and what a PutSpec or
-//! DeleteSpec does to a stored record.
+//! The rules of the service, free of I/O: ids, the validation of every request, validated specs,
+//! records, and what a PutSpec or DeleteSpec does to a stored record.
 
 mod error;
 mod id;
@@ -12,7 +12,7 @@ pub use error::{Error, FieldViolation};
 pub use id::{SpecId, is_id_prefix};
 pub use page_token::PageToken;
 pub use record::{
-    DeleteCommand, Labels, ListQuery, PutCommand, PutOutcome, SpecRecord, ValidatedSpec,
-    micros_now, spec_digest,
+    DEFAULT_PAGE_SIZE, DeleteCommand, Labels, ListPage, ListQuery, MAX_PAGE_SIZE, PutCommand,
+    PutOutcome, SpecRecord, ValidatedSpec, micros_now, spec_digest,
 };
 pub use rules::{DeleteDecision, PutDecision, decide_delete, decide_put};

@@ -82,13 +82,7 @@ fn fingerprint(id_prefix: &str, labels: &Labels) -> [u8; FINGERPRINT_LEN] {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn labels(pairs: &[(&str, &str)]) -> Labels {
-        pairs
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect()
-    }
+    use crate::domain::validate::fixtures::labels_of as labels;
 
     #[test]
     fn a_token_round_trips_under_the_same_filters() {

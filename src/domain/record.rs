@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Duration, DurationRound, Utc};
 use sha2::{Digest, Sha256};
 
-use super::SpecId;
+use super::{PageToken, SpecId};
 
 /// A record's labels, ordered by key so that equal maps compare and encode equally.
 pub type Labels = BTreeMap<String, String>;
@@ -122,6 +122,36 @@ pub struct ListQuery {
     pub limit: u32,
     /// Whether records carry their spec.
     pub include_spec: bool,
+}
+
+/// `page_size` when a ListSpecs request leaves it 0.
+pub const DEFAULT_PAGE_SIZE: u32 = 100;
+
+/// The largest page ListSpecs hands out; larger `page_size` values are clamped to this.
+pub const MAX_PAGE_SIZE: u32 = 1000;
+
+/// A validated ListSpecs request: the store's query, and the size of the page it answers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListPage {
+    /// What to ask the store: one record more than a page, to tell whether another follows.
+    pub query: ListQuery,
+    /// How many records the page holds at most.
+    pub page_size: u32,
+}
+
+impl ListPage {
+    /// Cuts what the store answered to [`Self::query`] to the page, with the token of the next
+    /// page (empty when no other page follows).
+    pub fn cut(&self, mut records: Vec<SpecRecord>) -> (Vec<SpecRecord>, String) {
+        let page_size = usize::try_from(self.page_size).unwrap_or(usize::MAX);
+        if records.len() <= page_size {
+            return (records, String::new());
+        }
+        records.truncate(page_size);
+        let last = records.last().expect("a page of at least one record");
+        let token = PageToken::new(last.id.clone(), &self.query.id_prefix, &self.query.labels);
+        (records, token.encode())
+    }
 }
 
 /// What a PutSpec did.

@@ -19,11 +19,13 @@ pub struct CacheMetrics {
     /// `spec_provider_cache_evictions_total`: entries dropped for room or because they expired
     /// (not those removed by an invalidation).
     pub evictions: IntCounter,
-    /// `spec_provider_cache_invalidation_notifications_total`: PostgreSQL notifications of a
-    /// written or deleted spec received by this replica.
+    /// `spec_provider_cache_invalidation_notifications_total`: changes of a spec heard from the
+    /// store's change feed: with PostgreSQL the notifications of every replica's writes, with
+    /// SQLite this process's own writes.
     pub notifications: IntCounter,
     /// `spec_provider_cache_bypassed`: 1 while the cache is not used because this replica cannot
-    /// hear invalidations (the listening connection is down), 0 otherwise.
+    /// hear invalidations (before the change feed first listens, and while it is lost), 0
+    /// otherwise.
     pub bypassed: IntGauge,
 }
 
@@ -51,7 +53,7 @@ impl CacheMetrics {
             )?,
             notifications: counter(
                 "invalidation_notifications_total",
-                "Notifications of written or deleted specs received from PostgreSQL.",
+                "Written or deleted specs heard from the store's change feed.",
             )?,
             bypassed: IntGauge::new(
                 "spec_provider_cache_bypassed",

@@ -9,7 +9,8 @@
 //!
 //! [`GrpcMetricsLayer`] measures at the HTTP/2 level, under tonic: it reads the method from the
 //! path, counts messages by their gRPC frame headers, and takes the code from the `grpc-status`
-//! trailer (or header, for a "trailers-only" answer). An RPC whose stream is dropped before it
+//! trailer (or header, for a "trailers-only" answer). It also writes each RPC's log line (see
+//! [`super::rpc_log`]), so that method, code and latency are known in one place. An RPC whose stream is dropped before it
 //! ends (the client went away) counts as `Canceled`, as grpc-go reports it. As in go-grpc-prometheus,
 //! every series of every served method exists from the start (at 0), and a method the server does
 //! not serve is not counted (its path is chosen by clients, which must not create series).
@@ -31,6 +32,7 @@ use prost::Message;
 use tower_layer::Layer;
 use tower_service::Service;
 
+use super::rpc_log;
 use crate::framing::FrameCounter;
 
 /// The codes of gRPC, indexed by their number, named as grpc-go's `codes.Code.String()` does.
@@ -63,6 +65,8 @@ const HANDLING_SECONDS_BUCKETS: &[f64] = &[
 
 /// The series of one method, created once so that an RPC only increments atomics.
 struct MethodMetrics {
+    /// `package.Service/Method`, as log lines name it.
+    name: String,
     started: IntCounter,
     msg_received: IntCounter,
     msg_sent: IntCounter,
@@ -158,6 +162,7 @@ impl GrpcMetrics {
                         };
                         let labels = [grpc_type, full_name.as_str(), method.name()];
                         let metrics = MethodMetrics {
+                            name: format!("{full_name}/{}", method.name()),
                             started: started.with_label_values(&labels),
                             msg_received: msg_received.with_label_values(&labels),
                             msg_sent: msg_sent.with_label_values(&labels),
@@ -171,8 +176,7 @@ impl GrpcMetrics {
                             }),
                             handling_seconds: handling_seconds.with_label_values(&labels),
                         };
-                        methods
-                            .insert(format!("/{full_name}/{}", method.name()), Arc::new(metrics));
+                        methods.insert(format!("/{}", metrics.name), Arc::new(metrics));
                     }
                     found.push(full_name);
                 }
@@ -185,14 +189,15 @@ impl GrpcMetrics {
     }
 }
 
-/// A tower layer for the tonic server that moves the [`GrpcMetrics`].
+/// A tower layer for the tonic server that moves the [`GrpcMetrics`] and writes each RPC's log
+/// line.
 #[derive(Clone)]
 pub struct GrpcMetricsLayer {
     metrics: Arc<GrpcMetrics>,
 }
 
 impl GrpcMetricsLayer {
-    /// A layer counting into `metrics`.
+    /// A layer counting into `metrics`; it logs the RPCs of every service it wraps.
     pub fn new(metrics: Arc<GrpcMetrics>) -> Self {
         Self { metrics }
     }
@@ -202,10 +207,8 @@ impl<S> Layer<S> for GrpcMetricsLayer {
     type Service = GrpcMetricsService<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        GrpcMetricsService {
-            inner,
-            metrics: self.metrics.clone(),
-        }
+        let layer = self.clone();
+        GrpcMetricsService { inner, layer }
     }
 }
 
@@ -213,7 +216,7 @@ impl<S> Layer<S> for GrpcMetricsLayer {
 #[derive(Clone)]
 pub struct GrpcMetricsService<S> {
     inner: S,
-    metrics: Arc<GrpcMetrics>,
+    layer: GrpcMetricsLayer,
 }
 
 impl<S, ResBody> Service<Request<tonic::body::Body>> for GrpcMetricsService<S>
@@ -229,23 +232,18 @@ where
     }
 
     fn call(&mut self, request: Request<tonic::body::Body>) -> Self::Future {
-        let Some(method) = self.metrics.methods.get(request.uri().path()) else {
+        let Some(method) = self.layer.metrics.methods.get(request.uri().path()) else {
             return MeteredFuture {
-                inner: self.inner.call(request),
+                inner: rpc_log::with_slot(self.inner.call(request)),
                 call: None,
             };
         };
         method.started.inc();
         let received = method.msg_received.clone();
-        let request = request.map(|body| {
-            tonic::body::Body::new(CountingBody {
-                inner: body,
-                frames: FrameCounter::default(),
-                messages: received,
-            })
-        });
+        let request = request
+            .map(|body| tonic::body::Body::new(MeteredBody::new(body, Some(received), None)));
         MeteredFuture {
-            inner: self.inner.call(request),
+            inner: rpc_log::with_slot(self.inner.call(request)),
             call: Some(Call {
                 method: method.clone(),
                 started: Instant::now(),
@@ -291,6 +289,11 @@ pub fn code_name(code: tonic::Code) -> &'static str {
         .unwrap_or(CODE_NAMES[UNKNOWN])
 }
 
+/// The code numbered `index` in [`CODE_NAMES`].
+fn code_of(index: usize) -> tonic::Code {
+    i32::try_from(index).map_or(tonic::Code::Unknown, tonic::Code::from)
+}
+
 /// The code of a `grpc-status` in `headers`, if there is one. A value that is not a known code
 /// counts as `Unknown`, as gRPC clients treat it.
 fn grpc_code(headers: &HeaderMap) -> Option<usize> {
@@ -307,7 +310,7 @@ pin_project_lite::pin_project! {
     /// The response future of [`GrpcMetricsService`].
     pub struct MeteredFuture<F> {
         #[pin]
-        inner: F,
+        inner: rpc_log::Noted<F>,
         call: Option<Call>,
     }
 }
@@ -319,22 +322,27 @@ where
     type Output = Result<Response<MeteredBody<ResBody>>, E>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.project();
-        let result = ready!(this.inner.poll(cx));
+        let mut this = self.project();
+        let result = ready!(this.inner.as_mut().poll(cx));
+        let note = rpc_log::take_note(this.inner);
         let mut call = this.call.take();
         Poll::Ready(match result {
             Ok(response) => {
-                if let (Some(call), Some(code)) = (call.as_mut(), grpc_code(response.headers())) {
+                let code = grpc_code(response.headers());
+                if let (Some(call), Some(code)) = (call.as_mut(), code) {
                     // Trailers-only: the answer is complete with its headers.
                     call.finish(code);
                 }
+                if let (Some(call), Some(note)) = (call.as_ref(), note) {
+                    // The line is written once the handler has answered, as its own would be: a
+                    // trailers-only answer is an error, any other the handler's success.
+                    let status = code.and_then(|_| response.extensions().get::<tonic::Status>());
+                    let code = code.map_or(tonic::Code::Ok, code_of);
+                    rpc_log::write(&call.method.name, note, code, status, call.started);
+                }
                 let sent = call.as_ref().map(|call| call.method.msg_sent.clone());
-                Ok(response.map(|inner| MeteredBody {
-                    inner,
-                    call: call.filter(|call| !call.done),
-                    frames: FrameCounter::default(),
-                    messages: sent,
-                }))
+                Ok(response
+                    .map(|inner| MeteredBody::new(inner, sent, call.filter(|call| !call.done))))
             }
             Err(err) => {
                 if let Some(call) = call.as_mut() {
@@ -347,14 +355,26 @@ where
 }
 
 pin_project_lite::pin_project! {
-    /// A response body that counts the messages it carries and finishes the RPC's [`Call`] with
-    /// the code of its trailers.
+    /// A request or response body that counts the messages it carries and, for a response,
+    /// finishes the RPC's [`Call`] with the code of its trailers.
     pub struct MeteredBody<B> {
         #[pin]
         inner: B,
-        call: Option<Call>,
         frames: FrameCounter,
         messages: Option<IntCounter>,
+        call: Option<Call>,
+    }
+}
+
+impl<B> MeteredBody<B> {
+    /// `inner`, counting its messages into `messages`, and finishing `call` when it ends.
+    fn new(inner: B, messages: Option<IntCounter>, call: Option<Call>) -> Self {
+        Self {
+            inner,
+            frames: FrameCounter::default(),
+            messages,
+            call,
+        }
     }
 }
 
@@ -391,49 +411,6 @@ where
                 if let Some(call) = this.call.as_mut() {
                     call.finish(UNKNOWN);
                 }
-            }
-        }
-        Poll::Ready(frame)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
-    }
-}
-
-pin_project_lite::pin_project! {
-    /// A request body that counts the messages it carries.
-    struct CountingBody<B> {
-        #[pin]
-        inner: B,
-        frames: FrameCounter,
-        messages: IntCounter,
-    }
-}
-
-impl<B> Body for CountingBody<B>
-where
-    B: Body<Data = Bytes>,
-{
-    type Data = Bytes;
-    type Error = B::Error;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
-        let this = self.project();
-        let frame = ready!(this.inner.poll_frame(cx));
-        if let Some(Ok(frame)) = &frame
-            && let Some(data) = frame.data_ref()
-        {
-            let completed = this.frames.feed(data);
-            if completed > 0 {
-                this.messages.inc_by(completed);
             }
         }
         Poll::Ready(frame)

@@ -2,7 +2,6 @@
 //! `/readyz` for probes that speak HTTP rather than gRPC.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use axum::Router;
 use axum::extract::State;
@@ -13,40 +12,29 @@ use tokio::net::TcpListener;
 
 use super::Metrics;
 
-/// Whether the server is SERVING, shared by the gRPC health service and `/readyz` so that both
-/// always say the same.
-#[derive(Debug, Clone, Default)]
-pub struct Readiness(Arc<AtomicBool>);
-
-impl Readiness {
-    /// Records the current status.
-    pub fn set(&self, serving: bool) {
-        self.0.store(serving, Ordering::Release);
-    }
-
-    /// Whether the server is SERVING.
-    pub fn is_serving(&self) -> bool {
-        self.0.load(Ordering::Acquire)
-    }
-}
-
 #[derive(Clone)]
 struct HttpState {
     metrics: Arc<Metrics>,
-    readiness: Readiness,
+    is_serving: Arc<dyn Fn() -> bool + Send + Sync>,
 }
 
 /// Serves `/metrics`, `/healthz` and `/readyz` on `listener` until the task is dropped or aborted.
+/// `is_serving` tells whether the gRPC health service says SERVING, so that `/readyz` always
+/// says the same.
 pub async fn serve(
     listener: TcpListener,
     metrics: Arc<Metrics>,
-    readiness: Readiness,
+    is_serving: impl Fn() -> bool + Send + Sync + 'static,
 ) -> std::io::Result<()> {
+    let is_serving = Arc::new(is_serving);
     let router = Router::new()
         .route("/metrics", get(scrape))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(ready))
-        .with_state(HttpState { metrics, readiness });
+        .with_state(HttpState {
+            metrics,
+            is_serving,
+        });
     axum::serve(listener, router).await
 }
 
@@ -67,7 +55,7 @@ async fn scrape(State(state): State<HttpState>) -> Response {
 /// 200 exactly while the gRPC health service says SERVING: not before the database answered,
 /// not while it does not, not once shutdown began.
 async fn ready(State(state): State<HttpState>) -> (StatusCode, &'static str) {
-    if state.readiness.is_serving() {
+    if (state.is_serving)() {
         (StatusCode::OK, "SERVING\n")
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "NOT_SERVING\n")

@@ -4,6 +4,8 @@
 //! the process-wide default one, so several servers in one process (the tests) count separately.
 //!
 //! - [`grpc`]: the go-grpc-prometheus metrics, from a tower layer on the gRPC server.
+//! - [`rpc_log`]: the log line of each RPC, which that same layer writes (the layer knows the
+//!   method, code and latency; the handler notes the id).
 //! - [`store`]: store query latency by operation, from a wrapper around the [`Store`].
 //! - [`cache`]: the GetImageSpec read cache (hits, misses, evictions, entries, bytes, bypass, and
 //!   invalidation notifications received).
@@ -17,6 +19,7 @@
 pub mod cache;
 pub mod grpc;
 pub mod http;
+pub mod rpc_log;
 pub mod store;
 
 use std::sync::Arc;

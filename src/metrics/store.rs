@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use prometheus::{Histogram, HistogramOpts, HistogramVec, Registry};
 
 use crate::domain::{DeleteCommand, Error, ListQuery, PutCommand, PutOutcome, SpecId, SpecRecord};
-use crate::store::{PoolStats, ServedSpec, Store};
+use crate::store::{ChangeSubscriber, PoolStats, ServedSpec, Store};
 
 /// Buckets for database round trips: from a cached index lookup (sub-millisecond) up to an
 /// acquire that runs into `database.acquire_timeout` (seconds).
@@ -124,5 +124,9 @@ impl Store for InstrumentedStore {
 
     fn pool_stats(&self) -> Vec<PoolStats> {
         self.inner.pool_stats()
+    }
+
+    async fn watch_changes(&self, subscriber: Arc<dyn ChangeSubscriber>) {
+        self.inner.watch_changes(subscriber).await;
     }
 }

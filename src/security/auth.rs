@@ -41,12 +41,6 @@ pub enum Role {
     Admin,
 }
 
-/// Whether `token` can be a bearer token: what fits in an `authorization` header value after
-/// `Bearer ` and survives being one line of a token file.
-pub fn is_valid_token(token: &str) -> bool {
-    !token.is_empty() && token.bytes().all(|b| b.is_ascii_graphic())
-}
-
 /// The configured credentials: tokens from the settings and the token files, and certificate
 /// subjects. `Debug` shows how many tokens there are, never the tokens.
 #[derive(Default)]
@@ -199,7 +193,7 @@ fn read_token_file(path: &Path) -> anyhow::Result<Vec<Vec<u8>>> {
         if line.is_empty() {
             continue;
         }
-        if !is_valid_token(line) {
+        if !AuthSettings::is_valid_token(line) {
             anyhow::bail!(
                 "line {} of {} is not a token (printable ASCII without spaces)",
                 n + 1,

@@ -237,15 +237,11 @@ impl AsyncWrite for Conn {
         }
     }
 
-    /// False, on purpose, although both streams could take vectored writes. h2 writes a DATA
-    /// frame's payload as a separate buffer, flushing before it encodes the next frame, when it
-    /// exceeds 256 bytes on a vectored stream but only when it exceeds 1,024 bytes otherwise; a
-    /// GetImageSpec answer (a few hundred bytes) then cost a write system call of its own,
-    /// where smaller answers (Health/Check) share one write with many others. Without vectored
-    /// writes, answers up to 1 KiB are copied into h2's buffer and written together: the
-    /// benchmark measured about 50 % more writes per found answer before this (docs/benchmarks.md).
-    /// The price: an answer over 1 KiB goes out as two writes (h2's buffer, then the payload)
-    /// instead of one vectored write.
+    /// False, on purpose, although both streams could take vectored writes: h2 then copies DATA
+    /// payloads up to 1 KiB (not 256 bytes) into its buffer, so a GetImageSpec answer of a few
+    /// hundred bytes shares a write system call with others instead of costing one of its own.
+    /// An answer over 1 KiB goes out as two writes instead of one vectored write. Figures:
+    /// docs/benchmarks-history.md.
     fn is_write_vectored(&self) -> bool {
         false
     }

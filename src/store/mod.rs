@@ -3,9 +3,15 @@
 //!
 //! Every read-modify-write runs in one transaction that reads the row, asks
 //! [`crate::domain::decide_put`] / [`crate::domain::decide_delete`] what to do, and writes the answer,
-//! so the rules of the API live in one place and hold under concurrent writers.
+//! so the rules of the API live in one place and hold under concurrent writers. The statements
+//! that carry out the answer, and the ListSpecs query, are written once (`sql.rs`), over what
+//! differs between the two SQL dialects.
+//!
+//! A store also tells of its changes ([`Store::watch_changes`]), so that what was read from it
+//! and kept (the read cache) can be dropped when it goes stale.
 
 mod postgres;
+mod sql;
 mod sqlite;
 
 use std::sync::Arc;
@@ -16,7 +22,7 @@ use chrono::{DateTime, Utc};
 use crate::config::DatabaseSettings;
 use crate::domain::{DeleteCommand, Error, ListQuery, PutCommand, PutOutcome, SpecId, SpecRecord};
 
-pub use postgres::{CHANGES_CHANNEL, PostgresStore};
+pub use postgres::{CHANGES_CHANNEL, LISTENER_APPLICATION_NAME, PostgresStore};
 pub use sqlite::SqliteStore;
 
 /// A place where spec records live.
@@ -60,6 +66,28 @@ pub trait Store: Send + Sync + 'static {
 
     /// The state of the connection pools, for metrics.
     fn pool_stats(&self) -> Vec<PoolStats>;
+
+    /// Tells `subscriber` of every committed change of a record until the future is dropped: with
+    /// PostgreSQL the changes of every replica (LISTEN/NOTIFY), with SQLite the writes of this
+    /// process. Changes are heard only from the first [`ChangeSubscriber::listening`] on, and
+    /// not between a [`ChangeSubscriber::lost`] and the next `listening`.
+    async fn watch_changes(&self, subscriber: Arc<dyn ChangeSubscriber>);
+}
+
+/// Who hears a store's changes: the read cache, which must not keep answers a change made stale.
+///
+/// The calls come from the task that watches the changes, or from a write itself, and must not
+/// block.
+pub trait ChangeSubscriber: Send + Sync {
+    /// The record of `id` was written or deleted, by this process or another.
+    fn changed(&self, id: &str);
+
+    /// Changes may go unheard from now on (the feed was lost): anything read from the store
+    /// before may be stale, until [`ChangeSubscriber::listening`].
+    fn lost(&self);
+
+    /// Every change committed from now on will be heard.
+    fn listening(&self);
 }
 
 /// What GetImageSpec needs of a record.
@@ -145,43 +173,5 @@ fn migrate_error(err: sqlx::migrate::MigrateError) -> Error {
     match err {
         sqlx::migrate::MigrateError::Execute(err) => db_error(err),
         other => Error::Internal(anyhow::Error::new(other).context("migrating the database")),
-    }
-}
-
-/// The smallest string greater than every string that starts with `prefix`, in byte order; `None`
-/// when there is none (only for an empty prefix or one made of `char::MAX`).
-///
-/// A prefix filter then becomes the range `prefix <= id < upper`, which both databases answer
-/// from the primary key index, with no LIKE pattern to escape. UTF-8 byte order is code point
-/// order, so incrementing the last code point that can be incremented gives the bound.
-fn prefix_upper_bound(prefix: &str) -> Option<String> {
-    let mut chars: Vec<char> = prefix.chars().collect();
-    while let Some(last) = chars.pop() {
-        let next = (u32::from(last) + 1..=u32::from(char::MAX)).find_map(char::from_u32);
-        if let Some(next) = next {
-            chars.push(next);
-            return Some(chars.into_iter().collect());
-        }
-    }
-    None
-}
-
-#[cfg(test)]
-mod tests {
-    use super::prefix_upper_bound;
-
-    #[test]
-    fn prefix_upper_bound_increments_the_last_character() {
-        assert_eq!(prefix_upper_bound(""), None);
-        assert_eq!(prefix_upper_bound("ws").as_deref(), Some("wt"));
-        assert_eq!(prefix_upper_bound("ws-").as_deref(), Some("ws."));
-        assert_eq!(prefix_upper_bound("ws.").as_deref(), Some("ws/"));
-        assert_eq!(prefix_upper_bound("ws_").as_deref(), Some("ws`"));
-        assert_eq!(prefix_upper_bound("z").as_deref(), Some("{"));
-        assert_eq!(
-            prefix_upper_bound("a\u{d7ff}").as_deref(),
-            Some("a\u{e000}")
-        );
-        assert_eq!(prefix_upper_bound("a\u{10ffff}").as_deref(), Some("b"));
     }
 }

@@ -3,8 +3,11 @@
 //! Writes go through a pool of one connection and take the database's write lock when their
 //! transaction begins (`BEGIN IMMEDIATE`), so read-modify-writes never interleave, in this process
 //! or another. Reads use their own pool: in WAL mode they run alongside the writer.
+//!
+//! Its change feed is its own writes: one replica is all there is.
 
 use std::str::FromStr;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -15,29 +18,15 @@ use sqlx::sqlite::{
 };
 use sqlx::{QueryBuilder, Sqlite, Transaction};
 
-use super::{PoolStats, ServedSpec, Store, db_error, migrate_error, prefix_upper_bound};
+use super::sql::{Dialect, stored_id};
+use super::{ChangeSubscriber, PoolStats, ServedSpec, Store, db_error, migrate_error};
 use crate::config::DatabaseSettings;
 use crate::domain::{
-    DeleteCommand, DeleteDecision, Error, Labels, ListQuery, PutCommand, PutDecision, PutOutcome,
-    SpecId, SpecRecord, decide_delete, decide_put,
+    DeleteCommand, Error, Labels, ListQuery, PutCommand, PutOutcome, SpecId, SpecRecord,
 };
 
 /// How long a statement waits for another process's lock before failing with SQLITE_BUSY.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// The columns of a [`SpecRow`] with the spec, after `SELECT`.
-macro_rules! columns {
-    () => {
-        "id, spec, spec_digest, labels, generation, create_time, update_time, expire_time"
-    };
-}
-
-/// The columns of a [`SpecRow`] without reading the spec, which can be megabytes.
-macro_rules! columns_without_spec {
-    () => {
-        "id, NULL AS spec, spec_digest, labels, generation, create_time, update_time, expire_time"
-    };
-}
 
 /// Specs stored in an SQLite file.
 #[derive(Debug, Clone)]
@@ -46,6 +35,8 @@ pub struct SqliteStore {
     writer: SqlitePool,
     /// `max_connections` connections for reads.
     readers: SqlitePool,
+    /// Who hears the writes ([`Store::watch_changes`]).
+    subscribers: Subscribers,
 }
 
 impl SqliteStore {
@@ -67,11 +58,8 @@ impl SqliteStore {
             .busy_timeout(BUSY_TIMEOUT);
         // The writer is never recycled: a connection to a local file does not go stale, and an
         // in-memory database (`sqlite::memory:`) lives only as long as some connection to it.
-        // Neither pool pings a connection when it hands it out (sqlx's `test_before_acquire`,
-        // on by default): a connection to a local file does not break while idle, and for
-        // SQLite a ping is a round trip to the connection's own thread, one of the three thread
-        // hand-offs of every read (the query's and, when the connection comes back to the pool,
-        // sqlx's ping, which no option turns off). See docs/benchmarks.md.
+        // Neither pool pings a connection it hands out: a local file's connection does not break
+        // while idle, and the ping is a thread hand-off on every read (docs/benchmarks-history.md).
         let writer = SqlitePoolOptions::new()
             .test_before_acquire(false)
             .max_connections(1)
@@ -88,7 +76,11 @@ impl SqliteStore {
             .max_connections(settings.max_connections)
             .acquire_timeout(settings.acquire_timeout)
             .connect_lazy_with(options);
-        Ok(Self { writer, readers })
+        Ok(Self {
+            writer,
+            readers,
+            subscribers: Subscribers::default(),
+        })
     }
 
     /// Begins a transaction that holds the write lock from its first statement on. A deferred
@@ -116,28 +108,11 @@ impl Store for SqliteStore {
     }
 
     async fn ping(&self) -> Result<(), Error> {
-        // Reading the table, not just `SELECT 1`, so that a database without the schema is not
-        // reported healthy.
-        sqlx::query("SELECT 1 FROM specs LIMIT 1")
-            .fetch_optional(&self.readers)
-            .await
-            .map_err(db_error)?;
-        Ok(())
+        Sqlite::ping(&self.readers).await
     }
 
     async fn get(&self, id: &SpecId, now: DateTime<Utc>) -> Result<Option<SpecRecord>, Error> {
-        sqlx::query_as::<_, SpecRow>(concat!(
-            "SELECT ",
-            columns!(),
-            " FROM specs WHERE id = ?1 AND (expire_time IS NULL OR expire_time > ?2)"
-        ))
-        .bind(id.as_str())
-        .bind(now.timestamp_micros())
-        .fetch_optional(&self.readers)
-        .await
-        .map_err(db_error)?
-        .map(SpecRecord::try_from)
-        .transpose()
+        Sqlite::get(&self.readers, id, now).await
     }
 
     async fn get_spec(&self, id: &SpecId, now: DateTime<Utc>) -> Result<Option<ServedSpec>, Error> {
@@ -159,98 +134,37 @@ impl Store for SqliteStore {
     }
 
     async fn put(&self, cmd: PutCommand, now: DateTime<Utc>) -> Result<PutOutcome, Error> {
+        let id = cmd.id.clone();
         let mut tx = self.begin_write().await?;
-        let stored = select(&mut tx, cmd.id.as_str(), true).await?;
-        let (record, changed) = match decide_put(stored.as_ref(), cmd, now)? {
-            PutDecision::Create(record) => {
-                if stored.is_some() {
-                    // The stored row has expired: the new record replaces it entirely.
-                    update(&mut tx, &record, true).await?;
-                } else {
-                    insert(&mut tx, &record).await?;
-                }
-                (record, true)
-            }
-            PutDecision::Update(record) => {
-                let spec_changed = stored
-                    .as_ref()
-                    .is_none_or(|stored| stored.spec_digest != record.spec_digest);
-                update(&mut tx, &record, spec_changed).await?;
-                (record, true)
-            }
-            PutDecision::Unchanged(record) => (record, false),
-        };
+        // The write lock keeps every other writer out: no one can create the row meanwhile.
+        let outcome = Sqlite::put_in(&mut tx, cmd, now).await?.ok_or_else(|| {
+            Error::Internal(anyhow::anyhow!(
+                "spec {id:?} was created by another writer while this one held the write lock"
+            ))
+        })?;
         tx.commit().await.map_err(db_error)?;
-        Ok(PutOutcome { record, changed })
+        if outcome.changed {
+            self.subscribers.changed(id.as_str());
+        }
+        Ok(outcome)
     }
 
     async fn delete(&self, cmd: &DeleteCommand, now: DateTime<Utc>) -> Result<bool, Error> {
         let mut tx = self.begin_write().await?;
-        let stored = select(&mut tx, cmd.id.as_str(), false).await?;
-        let deleted = match decide_delete(stored.as_ref(), cmd, now)? {
-            DeleteDecision::Delete => true,
-            DeleteDecision::NothingToDelete => false,
-        };
-        // An expired row goes too: it is as good as deleted already.
-        if stored.is_some() {
-            sqlx::query("DELETE FROM specs WHERE id = ?1")
-                .bind(cmd.id.as_str())
-                .execute(&mut *tx)
-                .await
-                .map_err(db_error)?;
-        }
+        let outcome = Sqlite::delete_in(&mut tx, cmd, now).await?;
         tx.commit().await.map_err(db_error)?;
-        Ok(deleted)
+        if outcome.changed {
+            self.subscribers.changed(cmd.id.as_str());
+        }
+        Ok(outcome.deleted)
     }
 
     async fn list(&self, query: &ListQuery, now: DateTime<Utc>) -> Result<Vec<SpecRecord>, Error> {
-        let mut sql = QueryBuilder::<Sqlite>::new("SELECT ");
-        sql.push(if query.include_spec {
-            columns!()
-        } else {
-            columns_without_spec!()
-        });
-        sql.push(" FROM specs WHERE (expire_time IS NULL OR expire_time > ")
-            .push_bind(now.timestamp_micros())
-            .push(")");
-        if let Some(after_id) = &query.after_id {
-            sql.push(" AND id > ").push_bind(after_id.as_str());
-        }
-        if !query.id_prefix.is_empty() {
-            sql.push(" AND id >= ").push_bind(query.id_prefix.as_str());
-            if let Some(upper) = prefix_upper_bound(&query.id_prefix) {
-                sql.push(" AND id < ").push_bind(upper);
-            }
-        }
-        for (key, value) in &query.labels {
-            sql.push(" AND EXISTS (SELECT 1 FROM json_each(specs.labels) WHERE key = ")
-                .push_bind(key.as_str())
-                .push(" AND value = ")
-                .push_bind(value.as_str())
-                .push(")");
-        }
-        sql.push(" ORDER BY id LIMIT ")
-            .push_bind(i64::from(query.limit));
-        sql.build_query_as::<SpecRow>()
-            .fetch_all(&self.readers)
-            .await
-            .map_err(db_error)?
-            .into_iter()
-            .map(SpecRecord::try_from)
-            .collect()
+        Sqlite::list(&self.readers, query, now).await
     }
 
     async fn delete_expired(&self, now: DateTime<Utc>, batch_size: u32) -> Result<u64, Error> {
-        let result = sqlx::query(
-            "DELETE FROM specs WHERE id IN ( \
-                 SELECT id FROM specs WHERE expire_time <= ?1 ORDER BY expire_time LIMIT ?2)",
-        )
-        .bind(now.timestamp_micros())
-        .bind(i64::from(batch_size))
-        .execute(&self.writer)
-        .await
-        .map_err(db_error)?;
-        Ok(result.rows_affected())
+        Sqlite::delete_expired(&self.writer, now, batch_size).await
     }
 
     async fn count(&self, now: DateTime<Utc>) -> Result<u64, Error> {
@@ -273,11 +187,116 @@ impl Store for SqliteStore {
             PoolStats::of("readers", &self.readers),
         ]
     }
+
+    async fn watch_changes(&self, subscriber: Arc<dyn ChangeSubscriber>) {
+        let _subscribed = self.subscribers.add(subscriber.clone());
+        subscriber.listening();
+        // Every write tells the subscribers itself; this only keeps the subscription.
+        std::future::pending::<()>().await;
+    }
+}
+
+impl Dialect for Sqlite {
+    type SpecRow = SpecRow;
+
+    fn push_time(sql: &mut QueryBuilder<Self>, time: Option<DateTime<Utc>>) {
+        // Microseconds since the Unix epoch: integers compare and index as the times do.
+        sql.push_bind(time.map(|time| time.timestamp_micros()));
+    }
+
+    fn push_labels(sql: &mut QueryBuilder<Self>, labels: &Labels) -> Result<(), Error> {
+        let json = serde_json::to_string(labels)
+            .context("encoding labels as JSON")
+            .map_err(Error::Internal)?;
+        sql.push_bind(json);
+        Ok(())
+    }
+
+    const NULL_SPEC: &'static str = "NULL AS spec";
+    // A write takes the database's write lock when it begins (`BEGIN IMMEDIATE`, or the sweep's
+    // one statement): no row to lock or skip.
+    const LOCK_ROW: &'static str = "";
+    const SKIP_LOCKED: &'static str = "";
+
+    fn rows_affected(result: &Self::QueryResult) -> u64 {
+        result.rows_affected()
+    }
+
+    fn push_labels_filter(sql: &mut QueryBuilder<Self>, labels: &Labels) {
+        let mut conditions = sql.separated(" AND ");
+        for (key, value) in labels {
+            conditions
+                .push("EXISTS (SELECT 1 FROM json_each(specs.labels) WHERE key = ")
+                .push_bind_unseparated(key.as_str())
+                .push_unseparated(" AND value = ")
+                .push_bind_unseparated(value.as_str())
+                .push_unseparated(")");
+        }
+    }
+}
+
+/// The subscribers to the changes of an [`SqliteStore`], told after each write commits.
+#[derive(Debug, Clone, Default)]
+struct Subscribers(Arc<Mutex<SubscriberList>>);
+
+#[derive(Default)]
+struct SubscriberList {
+    next_key: u64,
+    entries: Vec<(u64, Arc<dyn ChangeSubscriber>)>,
+}
+
+impl std::fmt::Debug for SubscriberList {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SubscriberList")
+            .field("subscribers", &self.entries.len())
+            .finish()
+    }
+}
+
+/// Ends a subscription when dropped.
+struct Subscription {
+    subscribers: Subscribers,
+    key: u64,
+}
+
+impl Subscribers {
+    fn add(&self, subscriber: Arc<dyn ChangeSubscriber>) -> Subscription {
+        let mut list = self.lock();
+        let key = list.next_key;
+        list.next_key += 1;
+        list.entries.push((key, subscriber));
+        Subscription {
+            subscribers: self.clone(),
+            key,
+        }
+    }
+
+    fn changed(&self, id: &str) {
+        for (_, subscriber) in &self.lock().entries {
+            subscriber.changed(id);
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, SubscriberList> {
+        // The list stays consistent whatever a subscriber did when it panicked.
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        self.subscribers
+            .lock()
+            .entries
+            .retain(|(key, _)| *key != self.key);
+    }
 }
 
 /// A row of `specs` as SQLite returns it.
 #[derive(sqlx::FromRow)]
-struct SpecRow {
+pub(super) struct SpecRow {
     id: String,
     spec: Option<Vec<u8>>,
     spec_digest: String,
@@ -294,9 +313,6 @@ impl TryFrom<SpecRow> for SpecRecord {
     type Error = Error;
 
     fn try_from(row: SpecRow) -> Result<Self, Error> {
-        let id = SpecId::parse(&row.id)
-            .map_err(|reason| anyhow::anyhow!("stored id {:?} is invalid: {reason}", row.id))
-            .map_err(Error::Internal)?;
         let labels: Labels = serde_json::from_str(&row.labels)
             .with_context(|| {
                 format!(
@@ -306,7 +322,7 @@ impl TryFrom<SpecRow> for SpecRecord {
             })
             .map_err(Error::Internal)?;
         Ok(SpecRecord {
-            id,
+            id: stored_id(&row.id)?,
             spec: row.spec,
             spec_digest: row.spec_digest,
             labels,
@@ -322,102 +338,5 @@ impl TryFrom<SpecRow> for SpecRecord {
 fn from_micros(micros: i64) -> Result<DateTime<Utc>, Error> {
     DateTime::from_timestamp_micros(micros)
         .with_context(|| format!("stored time {micros} is out of range"))
-        .map_err(Error::Internal)
-}
-
-/// Reads the row for `id`, expired or not, inside a write transaction. Without `with_spec` the
-/// record's `spec` is `None`: a delete only needs the generation and expiry.
-async fn select(
-    tx: &mut Transaction<'static, Sqlite>,
-    id: &str,
-    with_spec: bool,
-) -> Result<Option<SpecRecord>, Error> {
-    let sql = if with_spec {
-        concat!("SELECT ", columns!(), " FROM specs WHERE id = ?1")
-    } else {
-        concat!(
-            "SELECT ",
-            columns_without_spec!(),
-            " FROM specs WHERE id = ?1"
-        )
-    };
-    sqlx::query_as::<_, SpecRow>(sql)
-        .bind(id)
-        .fetch_optional(&mut **tx)
-        .await
-        .map_err(db_error)?
-        .map(SpecRecord::try_from)
-        .transpose()
-}
-
-/// Inserts a new row.
-async fn insert(tx: &mut Transaction<'static, Sqlite>, record: &SpecRecord) -> Result<(), Error> {
-    sqlx::query(
-        "INSERT INTO specs \
-             (id, spec, spec_digest, labels, generation, create_time, update_time, expire_time) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-    )
-    .bind(record.id.as_str())
-    .bind(spec_bytes(record)?)
-    .bind(&record.spec_digest)
-    .bind(labels_json(&record.labels)?)
-    .bind(record.generation)
-    .bind(record.create_time.timestamp_micros())
-    .bind(record.update_time.timestamp_micros())
-    .bind(record.expire_time.map(|t| t.timestamp_micros()))
-    .execute(&mut **tx)
-    .await
-    .map_err(db_error)?;
-    Ok(())
-}
-
-/// Overwrites the row with `record`. The spec is written only when `with_spec`: rewriting an
-/// unchanged spec would copy megabytes for a label change or a TTL refresh.
-async fn update(
-    tx: &mut Transaction<'static, Sqlite>,
-    record: &SpecRecord,
-    with_spec: bool,
-) -> Result<(), Error> {
-    let query = if with_spec {
-        sqlx::query(
-            "UPDATE specs SET spec_digest = ?2, labels = ?3, generation = ?4, create_time = ?5, \
-                 update_time = ?6, expire_time = ?7, spec = ?8 \
-             WHERE id = ?1",
-        )
-    } else {
-        sqlx::query(
-            "UPDATE specs SET spec_digest = ?2, labels = ?3, generation = ?4, create_time = ?5, \
-                 update_time = ?6, expire_time = ?7 \
-             WHERE id = ?1",
-        )
-    };
-    let mut query = query
-        .bind(record.id.as_str())
-        .bind(&record.spec_digest)
-        .bind(labels_json(&record.labels)?)
-        .bind(record.generation)
-        .bind(record.create_time.timestamp_micros())
-        .bind(record.update_time.timestamp_micros())
-        .bind(record.expire_time.map(|t| t.timestamp_micros()));
-    if with_spec {
-        query = query.bind(spec_bytes(record)?);
-    }
-    query.execute(&mut **tx).await.map_err(db_error)?;
-    Ok(())
-}
-
-/// Labels as the JSON object stored in the `labels` column.
-fn labels_json(labels: &Labels) -> Result<String, Error> {
-    serde_json::to_string(labels)
-        .context("encoding labels as JSON")
-        .map_err(Error::Internal)
-}
-
-/// The spec of a record about to be written; every record a put decides on carries one.
-fn spec_bytes(record: &SpecRecord) -> Result<&[u8], Error> {
-    record
-        .spec
-        .as_deref()
-        .context("a record to be written has no spec")
         .map_err(Error::Internal)
 }

@@ -1,6 +1,5 @@
 //! A real server on port 0, with clients connected to it.
 
-use std::future::Future;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -37,12 +36,8 @@ pub struct TestApp {
     _db: Option<TestDb>,
 }
 
-/// Polls `condition` until it holds; fails after [`DEADLINE`].
-pub async fn eventually<F, Fut>(what: &str, mut condition: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
+/// Polls `condition` until it holds; fails after [`DEADLINE`], saying it waited for `what`.
+pub async fn eventually(what: &str, mut condition: impl AsyncFnMut() -> bool) {
     let started = std::time::Instant::now();
     while !condition().await {
         assert!(

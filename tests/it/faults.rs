@@ -18,14 +18,16 @@ use tonic::transport::Channel;
 use tonic::{Code, Status};
 use tonic_health::pb::health_check_response::ServingStatus;
 
-use crate::app::{DEADLINE, start, test_settings};
+use crate::app::{DEADLINE, eventually, start, test_settings};
 use crate::db::{Backend, TestDb};
 use crate::fixtures::{full_spec, put};
 use crate::pg_cluster::PgCluster;
 use crate::process::{ServerProcess, http_get, metric_sum};
 
-/// The interval of the bounded polls, where there is no event to wait on.
-const POLL: Duration = Duration::from_millis(10);
+on_both_backends!(
+    multi_thread;
+    spec_provider_killed_mid_write_keeps_every_acknowledged_write,
+);
 
 /// Acknowledged writes: the id and the variant of [`full_spec`] it was written with.
 type Acked = Arc<Mutex<Vec<(String, u32)>>>;
@@ -62,14 +64,10 @@ async fn write_until(
 
 /// Waits until at least `count` writes are acknowledged (polling: a count has no event).
 async fn wait_for_acks(acked: &Acked, count: usize) {
-    let wait = async {
-        while acked.lock().await.len() < count {
-            tokio::time::sleep(POLL).await;
-        }
-    };
-    tokio::time::timeout(DEADLINE, wait)
-        .await
-        .expect("the writers got their writes acknowledged");
+    eventually("the writers to get their writes acknowledged", async || {
+        acked.lock().await.len() >= count
+    })
+    .await;
 }
 
 /// Every acknowledged write is stored intact, and every stored record under `prefix` is one
@@ -161,23 +159,15 @@ async fn a_postgres_stopped_under_load_fails_rpcs_fast_then_recovers_without_a_r
     // Watched from another session: inside the locker's transaction pg_stat_activity would stay
     // the snapshot of its first read.
     let mut observer = PgConnection::connect(&cluster.url()).await.unwrap();
-    let waiting = async {
-        loop {
-            let (waiting,): (i64,) = sqlx::query_as(
-                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'",
-            )
-            .fetch_one(&mut observer)
-            .await
-            .unwrap();
-            if waiting > 0 {
-                return;
-            }
-            tokio::time::sleep(POLL).await;
-        }
-    };
-    tokio::time::timeout(DEADLINE, waiting)
-        .await
-        .expect("the put waited on the lock within the deadline");
+    eventually("the put to wait on the lock", async || {
+        let (waiting,): (i64,) =
+            sqlx::query_as("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'")
+                .fetch_one(&mut observer)
+                .await
+                .unwrap();
+        waiting > 0
+    })
+    .await;
 
     let acked = Acked::default();
     let stop = CancellationToken::new();
@@ -299,15 +289,8 @@ async fn kill_the_server_mid_write(database_url: &str) {
     assert_writes_intact(&mut server.admin().await, &acked).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn spec_provider_killed_mid_write_keeps_every_acknowledged_write_on_sqlite() {
-    let db = TestDb::new(Backend::Sqlite).await;
-    kill_the_server_mid_write(db.settings.url.expose()).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn spec_provider_killed_mid_write_keeps_every_acknowledged_write_on_postgres() {
-    let db = TestDb::new(Backend::Postgres).await;
+async fn spec_provider_killed_mid_write_keeps_every_acknowledged_write(backend: Backend) {
+    let db = TestDb::new(backend).await;
     kill_the_server_mid_write(db.settings.url.expose()).await;
 }
 
@@ -351,23 +334,16 @@ async fn sigterm_under_load_completes_accepted_rpcs_refuses_new_connections_and_
         .collect();
     // Accepted: the server has started every one of them.
     let metrics_addr = server.metrics_addr;
-    let started = async {
-        loop {
-            let text = http_get(metrics_addr, "/metrics").await;
-            let started = metric_sum(
-                &text,
-                "grpc_server_started_total",
-                "grpc_method=\"PutSpec\"",
-            );
-            if started >= IN_FLIGHT as f64 {
-                return;
-            }
-            tokio::time::sleep(POLL).await;
-        }
-    };
-    tokio::time::timeout(DEADLINE, started)
-        .await
-        .expect("the server started every put");
+    eventually("the server to start every put", async || {
+        let text = http_get(metrics_addr, "/metrics").await;
+        let started = metric_sum(
+            &text,
+            "grpc_server_started_total",
+            "grpc_method=\"PutSpec\"",
+        );
+        started >= IN_FLIGHT as f64
+    })
+    .await;
 
     server.terminate();
     server

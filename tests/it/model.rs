@@ -8,9 +8,8 @@ use std::sync::Arc;
 use chrono::{DateTime, Duration, Utc};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError, TestRunner};
-use spec_provider::domain::validate::{ValidationRules, validate_put};
+use spec_provider::domain::validate::{DurationInput, PutInput, ValidationRules, validate_put};
 use spec_provider::domain::{DeleteCommand, Error, Labels, ListQuery, SpecId, micros_now};
-use spec_provider::proto::specprovider::v1::PutSpecRequest;
 use spec_provider::store::Store;
 
 use crate::db::{Backend, TestDb};
@@ -262,12 +261,12 @@ async fn store_step(
             ttl,
         } => {
             let cmd = validate_put(
-                PutSpecRequest {
+                PutInput {
                     id: IDS[id].to_owned(),
                     spec: Some(minimal_spec(variant)),
                     labels: team_labels(team).into_iter().collect(),
                     expected_generation: expected,
-                    ttl: ttl.map(|seconds| pbjson_types::Duration { seconds, nanos: 0 }),
+                    ttl: ttl.map(|seconds| DurationInput { seconds, nanos: 0 }),
                 },
                 &rules,
             )

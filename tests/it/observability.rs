@@ -10,6 +10,7 @@ use spec_provider::proto::registryfacade::spec_provider_client::SpecProviderClie
 use spec_provider::proto::specprovider::v1::PutSpecRequest;
 use spec_provider::proto::specprovider::v1::spec_admin_client::SpecAdminClient;
 use spec_provider::server::LIVENESS_SERVICE;
+use sqlx::Connection;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tonic::Code;
@@ -371,10 +372,7 @@ async fn request_ids_are_echoed_and_made_when_absent() {
 /// a client error logs at INFO, a GetImageSpec of an unknown id not at all (at DEBUG).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn json_log_lines_carry_the_request_id_method_code_and_latency() {
-    let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}", dir.path().join("specs.db").display());
-    let mut server = ServerProcess::start(&url, &[]).await;
-    server.wait_until_serving().await;
+    let (_dir, _url, mut server) = serving_with_json_logs().await;
     let mut admin = SpecAdminClient::new(server.channel().await);
 
     // Answered before the puts below, so its line, if there were one, would come first.
@@ -430,6 +428,73 @@ async fn json_log_lines_carry_the_request_id_method_code_and_latency() {
             assert!(event["status_message"].is_string(), "{event}");
         }
     }
+}
+
+/// An internal error is logged once: on its RPC's line, at ERROR, with the whole cause chain, while
+/// the client sees an opaque message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_internal_error_is_logged_once_with_its_cause_chain() {
+    let (_dir, url, mut server) = serving_with_json_logs().await;
+    let mut admin = SpecAdminClient::new(server.channel().await);
+    admin
+        .put_spec(put("ws-damaged", minimal_spec(1)))
+        .await
+        .unwrap();
+    // A row no put could write: its spec does not decode.
+    let mut db = sqlx::SqliteConnection::connect(&url).await.unwrap();
+    sqlx::query("UPDATE specs SET spec = x'ff' WHERE id = 'ws-damaged'")
+        .execute(&mut db)
+        .await
+        .unwrap();
+
+    let request_with_id = |id: &str, request_id: &str| {
+        let mut request = tonic::Request::new(GetImageSpecRequest { id: id.into() });
+        request
+            .metadata_mut()
+            .insert("x-request-id", request_id.parse().unwrap());
+        request
+    };
+    let mut provider = SpecProviderClient::new(server.channel().await);
+    let err = provider
+        .get_image_spec(request_with_id("ws-damaged", "req-internal"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Internal);
+    assert_eq!(
+        err.message(),
+        "internal error",
+        "no cause reaches the client"
+    );
+    // A later RPC's line: every line of the failed one was written before it.
+    let mut request = tonic::Request::new(put("ws-after", minimal_spec(1)));
+    request
+        .metadata_mut()
+        .insert("x-request-id", "req-after".parse().unwrap());
+    admin.put_spec(request).await.unwrap();
+
+    let lines = std::sync::Mutex::new(Vec::new());
+    server
+        .next_event("the later put's line", |event| {
+            if event["span"]["request_id"] == "req-internal" {
+                lines.lock().unwrap().push(event.clone());
+            }
+            event["span"]["request_id"] == "req-after" && event["message"] == "rpc"
+        })
+        .await;
+    let lines = lines.into_inner().unwrap();
+    assert_eq!(lines.len(), 1, "{lines:#?}");
+    let line = &lines[0];
+    assert_eq!(line["message"], "rpc", "{line}");
+    assert_eq!(line["level"], "ERROR", "{line}");
+    assert_eq!(line["code"], "Internal", "{line}");
+    assert_eq!(line["method"], "registryfacade.SpecProvider/GetImageSpec");
+    assert_eq!(line["id"], "\"ws-damaged\"", "{line}");
+    assert_eq!(line["status_message"], "internal error", "{line}");
+    let cause = line["error"].as_str().unwrap_or_default();
+    assert!(
+        cause.starts_with("decoding a stored spec: ") && cause.len() > 24,
+        "the whole chain: {line}"
+    );
 }
 
 /// Text log lines written to a pipe (a file, a log collector) carry no colour escape codes, and
@@ -490,6 +555,16 @@ async fn text_log_lines_to_a_pipe_are_plain() {
 
 // Helpers
 // ---------------------------------------------------------------------------------------------
+
+/// The binary with JSON logs on an SQLite database of its own (in the returned directory, at the
+/// returned URL), once it is SERVING.
+async fn serving_with_json_logs() -> (tempfile::TempDir, String, ServerProcess) {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("specs.db").display());
+    let server = ServerProcess::start(&url, &[]).await;
+    server.wait_until_serving().await;
+    (dir, url, server)
+}
 
 async fn get_image_spec(app: &TestApp, id: &str) -> Result<(), tonic::Status> {
     app.provider

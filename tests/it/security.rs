@@ -390,17 +390,12 @@ async fn a_rotated_server_certificate_is_served_to_new_connections_and_old_ones_
     std::fs::write(files.path("tls.key"), "not a key").unwrap();
     files.write_pair(&new_ca.server());
 
-    let deadline = Instant::now() + DEADLINE;
-    while tls_health(app.addr, client_config(&new_ca.pem(), None, all))
-        .await
-        .is_err()
-    {
-        assert!(
-            Instant::now() < deadline,
-            "the rotated certificate was not served within {DEADLINE:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    eventually("the rotated certificate to be served", async || {
+        tls_health(app.addr, client_config(&new_ca.pem(), None, all))
+            .await
+            .is_ok()
+    })
+    .await;
     tls_health(app.addr, client_config(&old_ca.pem(), None, all))
         .await
         .expect_err("new connections get the new certificate");
@@ -624,14 +619,10 @@ async fn a_changed_token_file_takes_effect_without_a_restart() {
     let tmp = dir.path().join(".admin-tokens.new");
     std::fs::write(&tmp, format!("\n{NEW}\n\n")).unwrap();
     std::fs::rename(&tmp, &file).unwrap();
-    let deadline = Instant::now() + DEADLINE;
-    while call(&app.channel, "ListSpecs", Some(NEW)).await != Code::Ok {
-        assert!(
-            Instant::now() < deadline,
-            "the new token was not accepted within {DEADLINE:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    eventually("the new token to be accepted", async || {
+        call(&app.channel, "ListSpecs", Some(NEW)).await == Code::Ok
+    })
+    .await;
     assert_eq!(
         call(&app.channel, "ListSpecs", Some(OLD)).await,
         Code::Unauthenticated
@@ -660,15 +651,11 @@ async fn with_admin_listen_spec_admin_is_served_there_only() {
     let admin = connect(admin_addr).await;
     assert_eq!(call(&main, "ListSpecs", None).await, Code::Unimplemented);
     assert_eq!(call(&main, "Health.Check", None).await, Code::Ok);
-    let deadline = Instant::now() + DEADLINE;
     // Health on the admin listener is the same service: wait until the database is ready.
-    while call(&admin, "ListSpecs", None).await != Code::Ok {
-        assert!(
-            Instant::now() < deadline,
-            "SpecAdmin never answered on admin_listen"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    eventually("SpecAdmin to answer on admin_listen", async || {
+        call(&admin, "ListSpecs", None).await == Code::Ok
+    })
+    .await;
     assert_eq!(
         call(&admin, "GetImageSpec", None).await,
         Code::Unimplemented
@@ -832,13 +819,16 @@ async fn tokens_never_appear_in_the_logs() {
         (WRONG_TOKEN, "GetImageSpec", Code::Unauthenticated),
     ];
     for (token, rpc, want) in calls {
-        let deadline = Instant::now() + DEADLINE;
-        let mut got = call(&channel, rpc, Some(token)).await;
+        let mut got = Code::Unavailable;
         // Until the database is migrated, SpecAdmin answers UNAVAILABLE.
-        while got == Code::Unavailable && Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-            got = call(&channel, rpc, Some(token)).await;
-        }
+        eventually(
+            &format!("{rpc} to answer other than UNAVAILABLE"),
+            async || {
+                got = call(&channel, rpc, Some(token)).await;
+                got != Code::Unavailable
+            },
+        )
+        .await;
         assert_eq!(got, want, "{rpc}");
     }
     // Every call has its log line once it is done: "rpc" from the handler, or "request refused".
@@ -922,17 +912,16 @@ async fn the_cli_connects_over_mutual_tls_with_a_token() {
     };
 
     // Health needs no token; it exits 0 once SERVING.
-    let deadline = Instant::now() + DEADLINE;
-    loop {
+    eventually("`spec-provider health` to say SERVING", async || {
         let (code, stdout, stderr) = run("health", None).await;
         if code == Some(0) {
             assert_eq!(stdout.trim(), "SERVING");
-            break;
+            return true;
         }
         assert!(stdout.contains("NOT_SERVING"), "{stdout}{stderr}");
-        assert!(Instant::now() < deadline, "never SERVING: {stderr}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+        false
+    })
+    .await;
     let (code, _, stderr) = run("list", None).await;
     assert_eq!(code, Some(1), "{stderr}");
     assert!(stderr.contains("Unauthenticated"), "{stderr}");

@@ -1,7 +1,8 @@
 //! The store conformance suite, written once and run against every backend.
 //!
-//! Each case is an `async fn(Arc<dyn Store>)`; `conformance_suite!` turns every case into one test
-//! per backend (`store::sqlite::<case>`, `store::postgres::<case>`), each on a database of its own.
+//! Each case is an `async fn(Arc<dyn Store>)`; `on_both_backends!(store; ...)` turns every case
+//! into one test per backend (`store::sqlite::<case>`, `store::postgres::<case>`), each on a
+//! database of its own.
 //! Every call passes an explicit `now`, so that nothing depends on the clock or on timing.
 
 use std::sync::Arc;
@@ -19,29 +20,8 @@ use spec_provider::proto::registryfacade::{
 };
 use spec_provider::store::{ServedSpec, Store};
 
-/// Defines one `#[tokio::test]` per case and backend.
-macro_rules! conformance_suite {
-    ($($case:ident),* $(,)?) => {
-        mod sqlite {
-            conformance_suite!(@backend Sqlite; $($case),*);
-        }
-        mod postgres {
-            conformance_suite!(@backend Postgres; $($case),*);
-        }
-    };
-    (@backend $backend:ident; $($case:ident),*) => {
-        $(
-            // Several worker threads, so that the concurrency cases really run in parallel.
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $case() {
-                let db = crate::db::TestDb::new(crate::db::Backend::$backend).await;
-                super::$case(db.store().await).await;
-            }
-        )*
-    };
-}
-
-conformance_suite!(
+on_both_backends!(
+    store;
     the_store_answers_pings_and_migrating_again_changes_nothing,
     a_new_spec_is_created_at_generation_1,
     repeating_a_put_changes_nothing,

@@ -1,0 +1,75 @@
+//! Health that tells the truth: the gRPC health service and `/readyz` say SERVING exactly while
+//! the database answers, and NOT_SERVING from the start of shutdown on.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use tonic_health::ServingStatus;
+use tonic_health::pb::health_server::HealthServer;
+use tonic_health::server::{HealthReporter, HealthService};
+
+use super::router::SERVICES;
+
+/// A health "service" that is SERVING as long as the process answers gRPC, whatever the database
+/// does and also while draining: for liveness probes, which must not restart a replica that
+/// only waits for its database.
+pub const LIVENESS_SERVICE: &str = "liveness";
+
+/// The health statuses of the server and each service, and `/readyz`, moved together. Clones
+/// share them. Once shutdown starts it stays NOT_SERVING.
+#[derive(Clone)]
+pub(super) struct Health {
+    reporter: HealthReporter,
+    /// What `/readyz` answers: whether the statuses are SERVING.
+    serving: Arc<AtomicBool>,
+    stopping: Arc<AtomicBool>,
+}
+
+impl Health {
+    /// Health NOT_SERVING (but [`LIVENESS_SERVICE`]).
+    pub(super) async fn start() -> Self {
+        let reporter = HealthReporter::new();
+        reporter
+            .set_service_status(LIVENESS_SERVICE, ServingStatus::Serving)
+            .await;
+        let health = Self {
+            reporter,
+            serving: Arc::new(AtomicBool::new(false)),
+            stopping: Arc::new(AtomicBool::new(false)),
+        };
+        // tonic-health starts the overall service SERVING: not before the database answers.
+        health.set(false).await;
+        health
+    }
+
+    /// The gRPC health service, reporting these statuses.
+    pub(super) fn service(&self) -> HealthServer<HealthService> {
+        HealthServer::new(HealthService::from_health_reporter(self.reporter.clone()))
+    }
+
+    /// SERVING when `serving`, unless shutdown has started.
+    pub(super) async fn set(&self, serving: bool) {
+        let status = if serving && !self.stopping.load(Ordering::Acquire) {
+            ServingStatus::Serving
+        } else {
+            ServingStatus::NotServing
+        };
+        // Before the gRPC statuses: whoever sees the new status over gRPC finds `/readyz` agreeing.
+        self.serving
+            .store(status == ServingStatus::Serving, Ordering::Release);
+        for service in std::iter::once("").chain(SERVICES) {
+            self.reporter.set_service_status(service, status).await;
+        }
+    }
+
+    /// NOT_SERVING for good: shutdown has started.
+    pub(super) async fn stop(&self) {
+        self.stopping.store(true, Ordering::Release);
+        self.set(false).await;
+    }
+
+    /// Whether the server is SERVING, for `/readyz`.
+    pub(super) fn is_serving(&self) -> bool {
+        self.serving.load(Ordering::Acquire)
+    }
+}

@@ -3,7 +3,8 @@
 //! with its size (and, with `verify.layer_digests`, its digests).
 //!
 //! One interface, [`Verifier::verify`], answering a [`Report`] with one [`Check`] per reference
-//! or layer; [`pin_references`] turns a report into a spec whose tags carry their digests.
+//! or layer. What a report means for a request (refusing a put, pinning its references) is the
+//! domain's: `crate::domain::verification`.
 //! Registries are spoken to by the distribution protocol on a guarded HTTP client (see
 //! [`http`]); the bearer-token flow is oci-client's.
 
@@ -11,7 +12,6 @@ mod auth_file;
 mod http;
 mod layer;
 mod metrics;
-mod pin;
 mod resolve;
 
 use std::sync::Arc;
@@ -23,10 +23,9 @@ use oci_client::client::{ClientConfig, ClientProtocol};
 use tokio::time::Instant;
 
 use crate::config::VerifySettings;
+use crate::domain::verification::{Check, Report};
 use crate::proto::registryfacade::content_layer::Spec as LayerSpec;
 use crate::proto::registryfacade::{ImageSpec, RemoteContentLayer};
-
-pub use pin::{Unpinned, pin_references};
 
 use auth_file::AuthFile;
 use http::{Blocklist, SafeClient};
@@ -34,35 +33,10 @@ use layer::LayerChecker;
 use metrics::VerifyMetrics;
 use resolve::{Platform, Resolver};
 
-/// The outcome of one verification.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct Report {
-    /// Whether every check passed.
-    pub ok: bool,
-    /// One check per image reference and remote content layer, in the spec's order.
-    pub checks: Vec<Check>,
-}
-
-/// One checked reference or layer.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct Check {
-    /// The field's path, in validation's syntax: `spec.base_ref`, `spec.ide_layer_ref[1]`,
-    /// `spec.content_layer[0].remote`.
-    pub field: String,
-    /// The image reference or the layer's URL, as written.
-    pub reference: String,
-    /// Whether the check passed.
-    pub ok: bool,
-    /// The resolved manifest digest, for images (for an index: the index's digest).
-    pub digest: Option<String>,
-    /// What failed and why, in one sentence.
-    pub error: Option<String>,
-}
-
-/// What one check looks at.
-enum Target<'a> {
-    Image(&'a str),
-    Layer(&'a RemoteContentLayer),
+/// What one check looks at (owned, so that the checks' futures borrow nothing from the spec).
+enum Target {
+    Image(String),
+    Layer(RemoteContentLayer),
 }
 
 /// Verifies specs; cheap to clone (one client, cache and set of metrics behind it).
@@ -155,20 +129,16 @@ impl Verifier {
         Report { ok, checks }
     }
 
-    async fn check(&self, field: String, target: Target<'_>, deadline: Instant) -> Check {
+    async fn check(&self, field: String, target: Target, deadline: Instant) -> Check {
         let (reference, outcome) = match target {
-            Target::Image(reference) => (
-                reference.to_owned(),
-                self.resolve(reference, deadline).await.map(Some),
-            ),
-            Target::Layer(layer) => (
-                layer.url.clone(),
-                self.inner
-                    .layers
-                    .check(layer, deadline)
-                    .await
-                    .map(|()| None),
-            ),
+            Target::Image(reference) => {
+                let outcome = self.resolve(&reference, deadline).await.map(Some);
+                (reference, outcome)
+            }
+            Target::Layer(layer) => {
+                let outcome = self.inner.layers.check(&layer, deadline).await;
+                (layer.url, outcome.map(|()| None))
+            }
         };
         match outcome {
             Ok(digest) => Check {
@@ -211,7 +181,7 @@ impl Verifier {
 }
 
 /// What `spec` asks to be checked, with the field paths.
-fn targets(spec: &ImageSpec) -> Vec<(String, Target<'_>)> {
+fn targets(spec: &ImageSpec) -> Vec<(String, Target)> {
     let mut targets = Vec::new();
     for (name, reference) in [
         ("base_ref", &spec.base_ref),
@@ -219,17 +189,20 @@ fn targets(spec: &ImageSpec) -> Vec<(String, Target<'_>)> {
         ("supervisor_ref", &spec.supervisor_ref),
     ] {
         if !reference.is_empty() {
-            targets.push((format!("spec.{name}"), Target::Image(reference)));
+            targets.push((format!("spec.{name}"), Target::Image(reference.clone())));
         }
     }
     for (i, reference) in spec.ide_layer_ref.iter().enumerate() {
-        targets.push((format!("spec.ide_layer_ref[{i}]"), Target::Image(reference)));
+        targets.push((
+            format!("spec.ide_layer_ref[{i}]"),
+            Target::Image(reference.clone()),
+        ));
     }
     for (i, layer) in spec.content_layer.iter().enumerate() {
         if let Some(LayerSpec::Remote(remote)) = &layer.spec {
             targets.push((
                 format!("spec.content_layer[{i}].remote"),
-                Target::Layer(remote),
+                Target::Layer(remote.clone()),
             ));
         }
     }

@@ -13,9 +13,10 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use base64::Engine;
 use spec_provider::config::VerifySettings;
+use spec_provider::domain::verification::{Report, pin_references};
 use spec_provider::proto::registryfacade::content_layer::Spec as LayerSpec;
 use spec_provider::proto::registryfacade::{ContentLayer, ImageSpec, RemoteContentLayer};
-use spec_provider::registry::{Report, Verifier, pin_references};
+use spec_provider::registry::Verifier;
 use tokio::net::TcpListener;
 
 use crate::registry_fixture::{
@@ -125,7 +126,7 @@ async fn every_image_reference_resolves_to_the_pushed_digest_and_pins_to_it() {
             ("spec.ide_layer_ref[1]", plugin.as_str()),
         ]
     );
-    let pinned = pin_references("spec", &spec, &report).unwrap();
+    let pinned = pin_references(&spec, &report).unwrap();
     assert_eq!(pinned.base_ref, format!("{host}/workspace/base:v1@{base}"));
     assert_eq!(
         pinned.supervisor_ref,
@@ -637,7 +638,10 @@ async fn no_credential_reaches_a_log_line_or_a_report() {
     assert!(report.checks[0].ok && report.checks[1].ok, "{report:#?}");
     assert!(logs.contains("verification check failed"), "{logs}");
     assert!(logs.contains("v404"), "{logs}");
-    assert!(logs.contains("oci_client"), "the token flow logs too: {logs}");
+    assert!(
+        logs.contains("oci_client"),
+        "the token flow logs too: {logs}"
+    );
     let basic_header =
         base64::engine::general_purpose::STANDARD.encode(format!("{USER}:{PASSWORD}"));
     let exposed = format!("{report:?}{logs}{}", metrics_text(&metrics));

@@ -1,5 +1,6 @@
 //! The client subcommands (`put`, `get`, `list`, `delete`, `import`, `export`): the real binary
-//! against a real server on port 0, on both backends.
+//! against a real server on port 0, on both backends. (`verify` and `put --verify` are tested
+//! with the registries, in `verify.rs`, with [`run`].)
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
@@ -49,21 +50,24 @@ fn example_ids() -> BTreeSet<String> {
 
 /// What a run of the binary left behind.
 #[derive(Debug)]
-struct Run {
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
+pub struct Run {
+    /// The exit code (none when killed by a signal).
+    pub code: Option<i32>,
+    /// Standard output.
+    pub stdout: String,
+    /// Standard error.
+    pub stderr: String,
 }
 
 impl Run {
     /// Fails the test unless the exit code is `code`.
-    fn expect_code(self, code: i32) -> Self {
+    pub fn expect_code(self, code: i32) -> Self {
         assert_eq!(self.code, Some(code), "{self:#?}");
         self
     }
 
     /// Stdout parsed as one JSON value.
-    fn json<T: serde::de::DeserializeOwned>(&self) -> T {
+    pub fn json<T: serde::de::DeserializeOwned>(&self) -> T {
         serde_json::from_str(&self.stdout)
             .unwrap_or_else(|err| panic!("stdout is not the expected JSON ({err}): {self:#?}"))
     }
@@ -111,7 +115,7 @@ async fn run_at(addr: &str, args: &[&str], stdin: Option<&[u8]>) -> Run {
 }
 
 /// Runs the binary against `app`.
-async fn run(app: &TestApp, args: &[&str]) -> Run {
+pub async fn run(app: &TestApp, args: &[&str]) -> Run {
     run_at(&format!("http://{}", app.addr), args, None).await
 }
 

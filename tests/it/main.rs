@@ -72,3 +72,4 @@ mod security;
 mod store;
 mod traces;
 mod transport;
+mod verify;

@@ -2,26 +2,18 @@
 //! basic auth and token auth), a content server for remote layers, a server that never answers,
 //! and blocked networks. The tests call the [`Verifier`] directly.
 
-use std::net::SocketAddr;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode, header};
-use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use base64::Engine;
 use spec_provider::config::VerifySettings;
 use spec_provider::domain::verification::{Report, pin_references};
-use spec_provider::proto::registryfacade::content_layer::Spec as LayerSpec;
-use spec_provider::proto::registryfacade::{ContentLayer, ImageSpec, RemoteContentLayer};
+use spec_provider::proto::registryfacade::ImageSpec;
 use spec_provider::registry::Verifier;
 use tokio::net::TcpListener;
 
 use crate::registry_fixture::{
-    DOCKER_MANIFEST, GZIP_LAYER, PASSWORD, RegistryAuth, TestRegistry, TokenIssuer, USER,
-    docker_config, gzip_layer, sha256,
+    ContentServer, DOCKER_MANIFEST, PASSWORD, RegistryAuth, TestRegistry, TokenIssuer, USER,
+    docker_config, gzip_layer, remote, sha256,
 };
 
 /// Settings that speak HTTP to `registries` (they listen on loopback without TLS).
@@ -271,82 +263,6 @@ async fn the_bearer_token_flow_gets_a_token_from_the_realm_with_the_file_s_crede
     assert!(!format!("{report:?}").contains(PASSWORD));
 }
 
-/// A content server: `/layer` serves the layer (HEAD too), `/no-head` refuses HEAD and serves
-/// ranged GETs, `/to-metadata` redirects into 169.254.0.0/16, `/loop` redirects to itself;
-/// anything else is 404. Counts the requests it gets.
-struct ContentServer {
-    addr: SocketAddr,
-    requests: Arc<AtomicUsize>,
-}
-
-impl ContentServer {
-    async fn start(layer: Vec<u8>) -> Self {
-        let requests = Arc::new(AtomicUsize::new(0));
-        let layer = Arc::new(layer);
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let counted = Arc::clone(&requests);
-        let app = axum::Router::new()
-            .route("/layer", get(full))
-            .route("/no-head", get(ranged).head(StatusCode::METHOD_NOT_ALLOWED))
-            .route(
-                "/to-metadata",
-                get(|| async {
-                    (
-                        StatusCode::FOUND,
-                        [(header::LOCATION, "http://169.254.169.254/latest/meta-data")],
-                    )
-                }),
-            )
-            .route(
-                "/loop",
-                get(|| async { (StatusCode::FOUND, [(header::LOCATION, "/loop")]) }),
-            )
-            .layer(axum::middleware::from_fn(
-                move |req, next: axum::middleware::Next| {
-                    counted.fetch_add(1, Ordering::SeqCst);
-                    async move { next.run(req).await }
-                },
-            ))
-            .with_state(layer);
-        tokio::spawn(async move { axum::serve(listener, app).await });
-        Self { addr, requests }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
-    }
-}
-
-async fn full(State(layer): State<Arc<Vec<u8>>>) -> Vec<u8> {
-    layer.as_ref().clone()
-}
-
-async fn ranged(State(layer): State<Arc<Vec<u8>>>, headers: HeaderMap) -> Response {
-    if headers.get(header::RANGE).and_then(|v| v.to_str().ok()) == Some("bytes=0-0") {
-        let range = format!("bytes 0-0/{}", layer.len());
-        return (
-            StatusCode::PARTIAL_CONTENT,
-            [(header::CONTENT_RANGE, range)],
-            layer[..1].to_vec(),
-        )
-            .into_response();
-    }
-    layer.as_ref().clone().into_response()
-}
-
-fn remote(url: String, digest: &str, diff_id: &str, size: usize) -> ContentLayer {
-    ContentLayer {
-        spec: Some(LayerSpec::Remote(RemoteContentLayer {
-            url,
-            digest: digest.to_owned(),
-            diff_id: diff_id.to_owned(),
-            media_type: GZIP_LAYER.to_owned(),
-            size: size as i64,
-        })),
-    }
-}
-
 #[tokio::test]
 async fn content_layers_answer_head_or_a_ranged_get_with_their_size() {
     let (layer, diff_id) = gzip_layer(b"workspace content");
@@ -569,94 +485,4 @@ async fn resolved_digests_are_cached_so_a_burst_asks_the_registry_once_and_failu
         "a failure is not cached"
     );
     assert_eq!(requests(), after_one_failure + 2);
-}
-
-/// Log lines written while the guard lives, at every level, from every crate that logs through
-/// `tracing` (oci-client, reqwest, hyper).
-fn capture_logs() -> (
-    Arc<std::sync::Mutex<Vec<u8>>>,
-    tracing::subscriber::DefaultGuard,
-) {
-    let buffer = Arc::new(std::sync::Mutex::new(Vec::new()));
-    let writer = Arc::clone(&buffer);
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::TRACE)
-        .with_ansi(false)
-        .with_writer(move || CapturedWriter(Arc::clone(&writer)))
-        .finish();
-    (buffer, tracing::subscriber::set_default(subscriber))
-}
-
-struct CapturedWriter(Arc<std::sync::Mutex<Vec<u8>>>);
-
-impl std::io::Write for CapturedWriter {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-#[tokio::test]
-async fn no_credential_reaches_a_log_line_or_a_report() {
-    let issuer = TokenIssuer::start().await;
-    let basic = TestRegistry::start(RegistryAuth::Htpasswd).await;
-    let token = TestRegistry::start(RegistryAuth::Token(issuer)).await;
-    basic.push_image("private/base", "v1").await;
-    token.push_image("private/ide", "v1").await;
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("config.json");
-    std::fs::write(
-        &config,
-        serde_json::json!({"auths": {
-            basic.host.as_str(): {"username": USER, "password": PASSWORD},
-            token.host.as_str(): {"username": USER, "password": PASSWORD},
-        }})
-        .to_string(),
-    )
-    .unwrap();
-    let settings = VerifySettings {
-        registry_auth_file: Some(config),
-        ..settings(&[&basic, &token])
-    };
-    let (verifier, metrics) = new_verifier(&settings);
-    let spec = ImageSpec {
-        base_ref: format!("{}/private/base:v1", basic.host),
-        ide_ref: format!("{}/private/ide:v1", token.host),
-        supervisor_ref: format!("{}/private/ide:v404", token.host),
-        ..ImageSpec::default()
-    };
-    let (logs, guard) = capture_logs();
-
-    let report = verifier.verify(&spec).await;
-
-    drop(guard);
-    let logs = String::from_utf8(logs.lock().unwrap().clone()).unwrap();
-    assert!(report.checks[0].ok && report.checks[1].ok, "{report:#?}");
-    assert!(logs.contains("verification check failed"), "{logs}");
-    assert!(logs.contains("v404"), "{logs}");
-    assert!(
-        logs.contains("oci_client"),
-        "the token flow logs too: {logs}"
-    );
-    let basic_header =
-        base64::engine::general_purpose::STANDARD.encode(format!("{USER}:{PASSWORD}"));
-    let exposed = format!("{report:?}{logs}{}", metrics_text(&metrics));
-    for secret in [PASSWORD, basic_header.as_str(), "Bearer ey"] {
-        assert!(!exposed.contains(secret), "{secret:?} leaked");
-    }
-}
-
-fn metrics_text(registry: &prometheus::Registry) -> String {
-    let mut text = Vec::new();
-    prometheus::Encoder::encode(
-        &prometheus::TextEncoder::new(),
-        &registry.gather(),
-        &mut text,
-    )
-    .unwrap();
-    String::from_utf8(text).unwrap()
 }

@@ -8,6 +8,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::process::Stdio;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::extract::State;
@@ -20,6 +21,8 @@ use ring::rand::SystemRandom;
 use ring::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair};
 use serde_json::json;
 use sha2::{Digest, Sha256};
+use spec_provider::proto::registryfacade::content_layer::Spec as LayerSpec;
+use spec_provider::proto::registryfacade::{ContentLayer, RemoteContentLayer};
 use tempfile::TempDir;
 use tokio::net::TcpListener;
 use tokio::process::{Child, Command};
@@ -227,14 +230,18 @@ impl TestRegistry {
     }
 
     /// Pushes a one-layer image for linux/`architecture` as `manifest_type` (OCI or Docker v2)
-    /// and returns its manifest: its bytes are pushed by digest, not yet tagged.
+    /// and returns its manifest: its blobs are pushed, the manifest not yet. Every call makes a
+    /// different image, so pushing one under a tag again moves the tag.
     pub async fn push_image_manifest(
         &self,
         repository: &str,
         architecture: &str,
         manifest_type: &str,
     ) -> Vec<u8> {
-        let (layer, diff_id) = gzip_layer(format!("{repository} for {architecture}").as_bytes());
+        static IMAGES: AtomicUsize = AtomicUsize::new(0);
+        let n = IMAGES.fetch_add(1, Ordering::Relaxed);
+        let (layer, diff_id) =
+            gzip_layer(format!("{repository} for {architecture}, image {n}").as_bytes());
         let config = serde_json::to_vec(&json!({
             "architecture": architecture,
             "os": "linux",
@@ -430,4 +437,85 @@ async fn issue(State(issuer): State<Arc<TokenIssuer>>, uri: Uri, headers: Header
     };
     let body = json!({"token": token, "access_token": token, "expires_in": 300}).to_string();
     ([(header::CONTENT_TYPE, "application/json")], body).into_response()
+}
+
+/// A content server: `/layer` serves the layer (HEAD too), `/no-head` refuses HEAD and serves
+/// ranged GETs, `/to-metadata` redirects into 169.254.0.0/16, `/loop` redirects to itself;
+/// anything else is 404. Counts the requests it gets.
+pub struct ContentServer {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// How many requests it got.
+    pub requests: Arc<AtomicUsize>,
+}
+
+impl ContentServer {
+    /// Serves `layer`.
+    pub async fn start(layer: Vec<u8>) -> Self {
+        let requests = Arc::new(AtomicUsize::new(0));
+        let layer = Arc::new(layer);
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let counted = Arc::clone(&requests);
+        let app = axum::Router::new()
+            .route("/layer", get(full))
+            .route("/no-head", get(ranged).head(StatusCode::METHOD_NOT_ALLOWED))
+            .route(
+                "/to-metadata",
+                get(|| async {
+                    (
+                        StatusCode::FOUND,
+                        [(header::LOCATION, "http://169.254.169.254/latest/meta-data")],
+                    )
+                }),
+            )
+            .route(
+                "/loop",
+                get(|| async { (StatusCode::FOUND, [(header::LOCATION, "/loop")]) }),
+            )
+            .layer(axum::middleware::from_fn(
+                move |req, next: axum::middleware::Next| {
+                    counted.fetch_add(1, Ordering::SeqCst);
+                    async move { next.run(req).await }
+                },
+            ))
+            .with_state(layer);
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        Self { addr, requests }
+    }
+
+    /// The URL of `path` on it.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+}
+
+async fn full(State(layer): State<Arc<Vec<u8>>>) -> Vec<u8> {
+    layer.as_ref().clone()
+}
+
+async fn ranged(State(layer): State<Arc<Vec<u8>>>, headers: HeaderMap) -> Response {
+    if headers.get(header::RANGE).and_then(|v| v.to_str().ok()) == Some("bytes=0-0") {
+        let range = format!("bytes 0-0/{}", layer.len());
+        return (
+            StatusCode::PARTIAL_CONTENT,
+            [(header::CONTENT_RANGE, range)],
+            layer[..1].to_vec(),
+        )
+            .into_response();
+    }
+    layer.as_ref().clone().into_response()
+}
+
+/// A remote gzip layer at `url`.
+pub fn remote(url: String, digest: &str, diff_id: &str, size: usize) -> ContentLayer {
+    ContentLayer {
+        spec: Some(LayerSpec::Remote(RemoteContentLayer {
+            url,
+            digest: digest.to_owned(),
+            diff_id: diff_id.to_owned(),
+            media_type: GZIP_LAYER.to_owned(),
+            size: size as i64,
+        })),
+    }
 }

@@ -8,7 +8,8 @@ use tonic::{Request, Response, Status};
 use super::ApiState;
 use super::convert::{list_response, record_to_proto, report_to_proto};
 use crate::domain::validate::{
-    VerifyTarget, validate_delete, validate_get, validate_list, validate_put, validate_verify,
+    VerifyInput, VerifyTarget, validate_delete, validate_get, validate_list, validate_put,
+    validate_verify,
 };
 use crate::domain::verification::{PutVerification, decode, verified_spec};
 use crate::domain::{Error, micros_now};
@@ -87,10 +88,14 @@ impl SpecAdmin for AdminService {
     }
 
     async fn verify_spec(&self, request: Request<VerifySpecRequest>) -> Answer<VerifySpecResponse> {
-        let target = validate_verify(request.into_inner().into(), &self.state.rules)?;
-        let spec = match target {
+        let input: VerifyInput = request.into_inner().into();
+        let id = match &input {
+            VerifyInput::Id(id) => id.clone(),
+            VerifyInput::Spec(_) | VerifyInput::Missing => String::new(),
+        };
+        note(RpcKind::Read, id);
+        let spec = match validate_verify(input, &self.state.rules)? {
             VerifyTarget::Stored(id) => {
-                note(RpcKind::Read, id.as_str().to_owned());
                 let record = self.state.store()?.get(&id, micros_now()).await?;
                 let record = record.ok_or_else(|| Error::not_found(id.as_str()))?;
                 record_to_proto(record)?.spec.unwrap_or_default()

@@ -46,7 +46,7 @@ tokio::task_local! {
 /// Whether an RPC reads or changes records, which sets the level of its line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RpcKind {
-    /// GetImageSpec, GetSpec, ListSpecs.
+    /// GetImageSpec, GetSpec, ListSpecs, VerifySpec.
     Read,
     /// PutSpec, DeleteSpec.
     Write,

@@ -7,7 +7,8 @@ use base64::Engine;
 use spec_provider::config::Secret;
 use spec_provider::proto::registryfacade::{GetImageSpecRequest, ImageSpec};
 use spec_provider::proto::specprovider::v1::{
-    GetSpecRequest, PutSpecRequest, VerifySpecRequest, VerifySpecResponse, verify_spec_request,
+    GetSpecRequest, PutSpecRequest, SpecRecord, VerifySpecRequest, VerifySpecResponse,
+    verify_spec_request,
 };
 use tonic::{Code, Request, Status};
 use tonic_types::StatusExt;
@@ -100,10 +101,7 @@ impl World {
         )
     }
 
-    async fn put(
-        &self,
-        request: PutSpecRequest,
-    ) -> Result<spec_provider::proto::specprovider::v1::SpecRecord, Status> {
+    async fn put(&self, request: PutSpecRequest) -> Result<SpecRecord, Status> {
         self.app
             .admin
             .clone()
@@ -126,13 +124,32 @@ impl World {
             .map(tonic::Response::into_inner)
     }
 
-    async fn stored(&self, id: &str) -> Result<ImageSpec, Code> {
+    /// The record stored under `id`, or the code GetSpec answered.
+    async fn record(&self, id: &str) -> Result<SpecRecord, Code> {
         self.app
             .admin
             .clone()
             .get_spec(GetSpecRequest { id: id.to_owned() })
             .await
-            .map(|record| record.into_inner().spec.unwrap_or_default())
+            .map(tonic::Response::into_inner)
+            .map_err(|status| status.code())
+    }
+
+    /// The spec stored under `id`, or the code GetSpec answered.
+    async fn stored(&self, id: &str) -> Result<ImageSpec, Code> {
+        self.record(id)
+            .await
+            .map(|record| record.spec.unwrap_or_default())
+    }
+
+    /// What a registry facade is served for `id`, or the code GetImageSpec answered.
+    async fn served(&self, id: &str) -> Result<ImageSpec, Code> {
+        self.app
+            .provider
+            .clone()
+            .get_image_spec(GetImageSpecRequest { id: id.to_owned() })
+            .await
+            .map(|answer| answer.into_inner().spec.unwrap_or_default())
             .map_err(|status| status.code())
     }
 }
@@ -199,14 +216,7 @@ async fn a_put_that_fails_verification_is_refused_with_every_failed_check_and_ch
         ]
     );
     assert_eq!(world.stored("ws-1").await.unwrap(), world.good_spec());
-    let record = world
-        .app
-        .admin
-        .clone()
-        .get_spec(GetSpecRequest { id: "ws-1".into() })
-        .await
-        .unwrap()
-        .into_inner();
+    let record = world.record("ws-1").await.unwrap();
     assert_eq!(record.generation, 1, "a refused put changes nothing");
     let status = world
         .put(verifying(put("ws-2", world.bad_spec())))
@@ -214,13 +224,7 @@ async fn a_put_that_fails_verification_is_refused_with_every_failed_check_and_ch
         .unwrap_err();
     assert_eq!(status.code(), Code::FailedPrecondition);
     assert_eq!(world.stored("ws-2").await, Err(Code::NotFound));
-    let served = world
-        .app
-        .provider
-        .clone()
-        .get_image_spec(GetImageSpecRequest { id: "ws-2".into() })
-        .await;
-    assert_eq!(served.unwrap_err().code(), Code::NotFound);
+    assert_eq!(world.served("ws-2").await, Err(Code::NotFound));
     // Without `verify`, the same spec is stored as before: verification is asked for.
     world.put(put("ws-2", world.bad_spec())).await.unwrap();
 }
@@ -251,15 +255,7 @@ async fn a_pinned_put_stores_the_digests_and_its_retry_is_idempotent_until_a_tag
     );
     assert_eq!(pinned.ide_ref, format!("{}@{ide}", world.image("ide:v1")));
     assert_eq!(pinned.content_layer, world.good_spec().content_layer);
-    let served = world
-        .app
-        .provider
-        .clone()
-        .get_image_spec(GetImageSpecRequest { id: "ws-1".into() })
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(served.spec.unwrap().base_ref, pinned.base_ref);
+    assert_eq!(world.served("ws-1").await, Ok(pinned.clone()));
     let again = world
         .put(pinning(put("ws-1", world.good_spec())))
         .await

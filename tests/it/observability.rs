@@ -430,6 +430,42 @@ async fn json_log_lines_carry_the_request_id_method_code_and_latency() {
     }
 }
 
+/// With DEBUG on for the API, a GetImageSpec of an unknown id logs its line, from the store and
+/// from the negative cache alike: method, id, code NotFound and the message the client got.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unknown_ids_line_at_debug_carries_its_code_and_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("specs.db").display());
+    let mut server =
+        ServerProcess::start(&url, &[("RUST_LOG", "info,spec_provider::api=debug")]).await;
+    server.wait_until_serving().await;
+    let mut provider = SpecProviderClient::new(server.channel().await);
+    for request_id in ["req-absent-1", "req-absent-2"] {
+        let mut request = tonic::Request::new(GetImageSpecRequest {
+            id: "ws-absent".into(),
+        });
+        request
+            .metadata_mut()
+            .insert("x-request-id", request_id.parse().unwrap());
+        let absent = provider.get_image_spec(request).await.unwrap_err();
+        assert_eq!(absent.code(), Code::NotFound);
+        let event = server
+            .next_event(request_id, |e| {
+                e["message"] == "rpc" && e["span"]["request_id"] == request_id
+            })
+            .await;
+        assert_eq!(event["level"], "DEBUG", "{event}");
+        assert_eq!(
+            event["method"], "registryfacade.SpecProvider/GetImageSpec",
+            "{event}"
+        );
+        assert_eq!(event["id"], "\"ws-absent\"", "{event}");
+        assert_eq!(event["code"], "NotFound", "{event}");
+        assert_eq!(event["status_message"], absent.message(), "{event}");
+        assert!(event["latency_ms"].as_f64().is_some(), "{event}");
+    }
+}
+
 /// An internal error is logged once: on its RPC's line, at ERROR, with the whole cause chain, while
 /// the client sees an opaque message.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -28,6 +28,7 @@ use std::time::Instant;
 use tokio::task::futures::TaskLocalFuture;
 use tonic::{Code, Status};
 use tracing::Level;
+use tracing::level_filters::LevelFilter;
 
 use super::grpc::code_name;
 
@@ -79,14 +80,34 @@ pub(super) fn take_note<F: Future>(future: Pin<&mut Noted<F>>) -> Option<RpcNote
     future.take_value().and_then(Cell::into_inner)
 }
 
-/// Writes the line of an RPC answered with `code`; `status` is the error answer's, if any.
-pub(super) fn write(
+/// Writes the line of an RPC answered with `code` by `response`. An error answer carries its
+/// [`Status`] in the response's extensions, as tonic's `Status::into_http` leaves it, or only in
+/// its headers (GetImageSpec's NOT_FOUND, `crate::api::wire::NotFound`), read back here only when
+/// the line is written.
+pub(super) fn write<B>(
     method: &str,
     note: RpcNote,
     code: Code,
-    status: Option<&Status>,
+    response: &http::Response<B>,
     started: Instant,
 ) {
+    let level = match (code, note.kind) {
+        (Code::Internal | Code::Unavailable, _) => Level::ERROR,
+        (Code::Ok | Code::NotFound, RpcKind::Read) => Level::DEBUG,
+        _ => Level::INFO,
+    };
+    if level > LevelFilter::current() {
+        return;
+    }
+    let from_headers;
+    let status = match response.extensions().get::<Status>() {
+        Some(status) => Some(status),
+        None if code != Code::Ok => {
+            from_headers = Status::from_header_map(response.headers());
+            from_headers.as_ref()
+        }
+        None => None,
+    };
     // The id may be anything a client sent: cap its length, and log it quoted (Debug) so that
     // control characters cannot forge log lines.
     let id = note
@@ -114,9 +135,9 @@ pub(super) fn write(
             )
         };
     }
-    match (code, note.kind) {
-        (Code::Internal | Code::Unavailable, _) => line!(Level::ERROR),
-        (Code::Ok | Code::NotFound, RpcKind::Read) => line!(Level::DEBUG),
+    match level {
+        Level::ERROR => line!(Level::ERROR),
+        Level::DEBUG => line!(Level::DEBUG),
         _ => line!(Level::INFO),
     }
 }

@@ -63,6 +63,7 @@ mod grpc;
 mod health;
 mod hostile;
 mod model;
+mod monitoring;
 mod observability;
 mod pg_cluster;
 mod process;

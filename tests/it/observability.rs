@@ -636,7 +636,8 @@ async fn wait_for_metric(
 
 /// One scrape.
 pub(crate) struct Metrics {
-    text: String,
+    /// The whole answer, in the Prometheus text format.
+    pub(crate) text: String,
 }
 
 impl Metrics {

@@ -68,7 +68,7 @@ pub(super) fn routers(
         .timeout(server.request_timeout)
         .http2_keepalive_interval(Some(server.http2_keepalive_interval))
         .http2_keepalive_timeout(Some(server.http2_keepalive_timeout))
-        .layer(RequestIdLayer)
+        .layer(RequestIdLayer::new(&settings.tracing))
         .layer(GrpcMetricsLayer::new(grpc_metrics))
         .layer(AuthLayer::new(credentials));
     // What every listener serves.

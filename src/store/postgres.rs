@@ -223,6 +223,10 @@ impl Store for PostgresStore {
         Ok(u64::try_from(count).unwrap_or(0))
     }
 
+    async fn count_expired(&self, now: DateTime<Utc>) -> Result<u64, Error> {
+        Postgres::count_expired(&self.pool, now).await
+    }
+
     fn pool_stats(&self) -> Vec<PoolStats> {
         vec![PoolStats::of("main", &self.pool)]
     }

@@ -181,6 +181,10 @@ impl Store for SqliteStore {
         Ok(u64::try_from(count).unwrap_or(0))
     }
 
+    async fn count_expired(&self, now: DateTime<Utc>) -> Result<u64, Error> {
+        Sqlite::count_expired(&self.readers, now).await
+    }
+
     fn pool_stats(&self) -> Vec<PoolStats> {
         vec![
             PoolStats::of("writer", &self.writer),

@@ -46,6 +46,7 @@ on_both_backends!(
     list_without_spec_leaves_the_spec_out,
     delete_expired_deletes_only_expired_specs_in_batches,
     count_counts_only_live_specs,
+    count_expired_counts_expired_rows_until_they_are_swept,
     pool_stats_describe_each_pool,
     spec_bytes_round_trip_byte_for_byte,
     concurrent_replacements_with_the_same_generation_let_exactly_one_win,
@@ -1060,6 +1061,42 @@ async fn count_counts_only_live_specs(store: Arc<dyn Store>) {
 
     assert_eq!(store.count(now).await.unwrap(), 2);
     // Expired but not yet swept: no longer counted.
+    assert_eq!(store.count(now + secs(60)).await.unwrap(), 1);
+}
+
+async fn count_expired_counts_expired_rows_until_they_are_swept(store: Arc<dyn Store>) {
+    let now = micros_now();
+    store.put(put("forever", &spec("v1")), now).await.unwrap();
+    for (raw_id, ttl) in [("short", 10), ("long", 60)] {
+        store
+            .put(
+                PutCommand {
+                    ttl: Some(secs(ttl)),
+                    ..put(raw_id, &spec("v1"))
+                },
+                now,
+            )
+            .await
+            .unwrap();
+    }
+    assert_eq!(store.count_expired(now).await.unwrap(), 0);
+    // Expiry is inclusive, as for every read.
+    assert_eq!(store.count_expired(now + secs(10)).await.unwrap(), 1);
+    assert_eq!(store.count_expired(now + secs(60)).await.unwrap(), 2);
+    // A deleted expired row no longer waits for the sweeper; a swept one neither.
+    store
+        .delete(
+            &DeleteCommand {
+                allow_missing: true,
+                ..delete("short")
+            },
+            now + secs(60),
+        )
+        .await
+        .unwrap();
+    assert_eq!(store.count_expired(now + secs(60)).await.unwrap(), 1);
+    assert_eq!(store.delete_expired(now + secs(60), 10).await.unwrap(), 1);
+    assert_eq!(store.count_expired(now + secs(60)).await.unwrap(), 0);
     assert_eq!(store.count(now + secs(60)).await.unwrap(), 1);
 }
 

@@ -18,8 +18,8 @@ use crate::domain::{
 };
 
 /// The columns after the spec, in the order of a [`Dialect::SpecRow`]'s fields.
-const COLUMNS_AFTER_SPEC: &str =
-    "spec_digest, labels, generation, create_time, update_time, expire_time";
+const COLUMNS_AFTER_SPEC: &str = "spec_digest, labels, generation, create_time, update_time, \
+     expire_time, created_by, updated_by";
 
 /// What a delete did.
 pub(super) struct DeleteOutcome {
@@ -301,7 +301,11 @@ where
             Self::push_time(&mut sql, Some(record.update_time));
             sql.push(", ");
             Self::push_time(&mut sql, record.expire_time);
-            sql.push(")");
+            sql.push(", ")
+                .push_bind(record.created_by.as_str())
+                .push(", ")
+                .push_bind(record.updated_by.as_str())
+                .push(")");
             match sql.build().execute(conn).await {
                 Ok(_) => Ok(true),
                 Err(sqlx::Error::Database(err)) if err.is_unique_violation() => Ok(false),
@@ -330,6 +334,10 @@ where
             Self::push_time(&mut sql, Some(record.update_time));
             sql.push(", expire_time = ");
             Self::push_time(&mut sql, record.expire_time);
+            sql.push(", created_by = ")
+                .push_bind(record.created_by.as_str())
+                .push(", updated_by = ")
+                .push_bind(record.updated_by.as_str());
             if with_spec {
                 sql.push(", spec = ").push_bind(spec_bytes(record)?);
             }

@@ -85,6 +85,7 @@ mod tests {
     use crate::domain::validate::fixtures::{
         DIRECT_CONTENT, rules, tar_of, the_only_violation, with_direct_content,
     };
+    use crate::domain::Caller;
     use crate::domain::validate::validate_put;
 
     /// `printf 'hello\n' > hello.txt; tar --format=ustar -cf hello.tar hello.txt`: GNU tar pads
@@ -132,7 +133,7 @@ mod tests {
         }
         let archive = builder.into_inner().unwrap();
         assert_eq!(check_tar_archive(&archive), Ok(()));
-        assert!(validate_put(with_direct_content(&archive), &rules()).is_ok());
+        assert!(validate_put(with_direct_content(&archive), &rules(), Caller::anonymous()).is_ok());
     }
 
     #[test]

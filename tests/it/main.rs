@@ -51,6 +51,7 @@ macro_rules! on_both_backends {
 }
 
 mod app;
+mod authors;
 mod cache;
 mod cli;
 mod cli_client;

@@ -406,7 +406,8 @@ async fn request_ids_are_echoed_and_made_when_absent() {
     }
 }
 
-/// The binary with JSON logs: each RPC's line carries its request id, method, code and latency;
+/// The binary with JSON logs: each RPC's line carries its request id, method, code and latency
+/// (and a write's its caller);
 /// a client error logs at INFO, a GetImageSpec of an unknown id not at all (at DEBUG).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn json_log_lines_carry_the_request_id_method_code_and_latency() {
@@ -456,6 +457,8 @@ async fn json_log_lines_carry_the_request_id_method_code_and_latency() {
         assert_eq!(event["code"], code, "{event}");
         assert_eq!(event["level"], "INFO", "{event}");
         assert!(event["latency_ms"].as_f64().is_some(), "{event}");
+        // A write names its caller, refused or not; this server takes no credentials.
+        assert_eq!(event["caller"], "anonymous", "{event}");
         // Spans are not exported: the span carries the request id alone, no `otel.*` fields.
         assert_eq!(
             event["span"],

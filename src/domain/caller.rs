@@ -68,7 +68,10 @@ mod tests {
 
     #[test]
     fn a_certificate_name_is_kept_with_its_control_characters_escaped() {
-        assert_eq!(Caller::certificate("ws-manager").as_str(), "cert:ws-manager");
+        assert_eq!(
+            Caller::certificate("ws-manager").as_str(),
+            "cert:ws-manager"
+        );
         assert_eq!(
             Caller::certificate("evil\nname").as_str(),
             "cert:evil\\nname"

@@ -169,7 +169,9 @@ impl Credentials {
             .and_then(|c| c.peer.as_deref())
             .map_or(&[][..], |peer| peer.names.as_slice());
         let subject = self.subject_role(names);
-        let role = token.map(|(role, _)| role).max(subject.map(|(role, _)| role));
+        let role = token
+            .map(|(role, _)| role)
+            .max(subject.map(|(role, _)| role));
         if path.starts_with(ADMIN_PREFIX) {
             match role {
                 Some(Role::Admin) => {}
@@ -199,11 +201,7 @@ impl Credentials {
 /// Who a caller let through is: the credential that granted its role (the certificate when both
 /// grant the same role), else, where no credentials are configured, its certificate's first name
 /// (under mutual TLS the CA vouches for it), else anonymous.
-fn caller(
-    token: Option<(Role, &[u8])>,
-    subject: Option<(Role, &str)>,
-    names: &[String],
-) -> Caller {
+fn caller(token: Option<(Role, &[u8])>, subject: Option<(Role, &str)>, names: &[String]) -> Caller {
     match (token, subject) {
         (Some((token_role, _)), Some((subject_role, name))) if subject_role >= token_role => {
             Caller::certificate(name)
@@ -461,7 +459,10 @@ mod tests {
         );
         // The name that is an admin subject, not the certificate's first name.
         let admin_cert = with_names(&["other", "ws-manager"]);
-        assert_eq!(caller(&HeaderMap::new(), Some(&admin_cert)), "cert:ws-manager");
+        assert_eq!(
+            caller(&HeaderMap::new(), Some(&admin_cert)),
+            "cert:ws-manager"
+        );
         // The certificate grants the role, not the reader token sent with it.
         assert_eq!(
             caller(&bearer("reader-1"), Some(&admin_cert)),
@@ -476,7 +477,10 @@ mod tests {
 
         // Reads carry no identity.
         let read = "/registryfacade.SpecProvider/GetImageSpec";
-        assert_eq!(creds.authorize(read, &bearer("admin-1"), None).unwrap(), None);
+        assert_eq!(
+            creds.authorize(read, &bearer("admin-1"), None).unwrap(),
+            None
+        );
 
         // Without credentials configured, SpecAdmin is open: the certificate's first name, or
         // anonymous.

@@ -124,7 +124,10 @@ async fn tokens_are_named_by_their_digest_and_never_shown(backend: Backend) {
         .unwrap_err();
     assert_eq!(different.code(), Code::AlreadyExists);
     let unknown = admin
-        .put_spec(with_token(put("ws-1", minimal_spec(2)), "not-a-writer-1b2c"))
+        .put_spec(with_token(
+            put("ws-1", minimal_spec(2)),
+            "not-a-writer-1b2c",
+        ))
         .await
         .unwrap_err();
     assert_eq!(unknown.code(), Code::Unauthenticated);
@@ -231,7 +234,9 @@ async fn importing_an_export_keeps_who_wrote_and_another_server_records_the_impo
     };
     let before = list(&app).await;
     assert!(
-        before.iter().all(|r| authors(r) == (a.as_str(), a.as_str())),
+        before
+            .iter()
+            .all(|r| authors(r) == (a.as_str(), a.as_str())),
         "{before:?}"
     );
 
@@ -262,7 +267,9 @@ async fn importing_an_export_keeps_who_wrote_and_another_server_records_the_impo
 
     // Into another server, the importer creates them: the export carries specs, not authors.
     let other = spawn_with_writers(backend).await;
-    cli(&other, WRITER_B, &["import", file]).await.expect_code(0);
+    cli(&other, WRITER_B, &["import", file])
+        .await
+        .expect_code(0);
     let imported = list(&other).await;
     assert_eq!(imported.len(), 2);
     assert!(
@@ -285,7 +292,15 @@ async fn importing_an_export_keeps_who_wrote_and_another_server_records_the_impo
     let table = run_at(
         &addr,
         &[
-            "put", "ws-1", "-", "--label", "from=export", "--output", "table", "--token", WRITER_A,
+            "put",
+            "ws-1",
+            "-",
+            "--label",
+            "from=export",
+            "--output",
+            "table",
+            "--token",
+            WRITER_A,
         ],
         Some(&spec),
     );

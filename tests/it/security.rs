@@ -24,8 +24,8 @@ use spec_provider::proto::specprovider::v1::{DeleteSpecRequest, GetSpecRequest, 
 use spec_provider::server::Application;
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
-use tonic::transport::{Channel, Endpoint, Uri};
 use tonic::metadata::MetadataValue;
+use tonic::transport::{Channel, Endpoint, Uri};
 use tonic::{Code, Request, Status};
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
@@ -863,7 +863,11 @@ async fn tokens_never_appear_in_the_logs() {
         });
     }
     // A write's line names its caller by the token's digest; a delete's names who deleted.
-    let authorized = |token: &str| format!("Bearer {token}").parse::<MetadataValue<_>>().unwrap();
+    let authorized = |token: &str| {
+        format!("Bearer {token}")
+            .parse::<MetadataValue<_>>()
+            .unwrap()
+    };
     let mut admin = SpecAdminClient::new(channel.clone());
     let mut request = Request::new(put("ws-logged", minimal_spec(1)));
     request
@@ -877,7 +881,14 @@ async fn tokens_never_appear_in_the_logs() {
     request
         .metadata_mut()
         .insert("authorization", authorized(FILE_TOKEN));
-    assert!(admin.delete_spec(request).await.unwrap().into_inner().deleted);
+    assert!(
+        admin
+            .delete_spec(request)
+            .await
+            .unwrap()
+            .into_inner()
+            .deleted
+    );
     for (rpc, token) in [("PutSpec", ADMIN_TOKEN), ("DeleteSpec", FILE_TOKEN)] {
         let line = wait_for(rpc, &|l| {
             l.contains("\"rpc\"") && l.contains(&format!("/{rpc}\"")) && l.contains("ws-logged")

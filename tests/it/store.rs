@@ -174,7 +174,10 @@ mod upgrade {
         };
         let dir = tempfile::tempdir().unwrap();
         std::fs::copy(
-            format!("{}/migrations/{name}/0001_specs.sql", env!("CARGO_MANIFEST_DIR")),
+            format!(
+                "{}/migrations/{name}/0001_specs.sql",
+                env!("CARGO_MANIFEST_DIR")
+            ),
             dir.path().join("0001_specs.sql"),
         )
         .unwrap();
@@ -226,7 +229,10 @@ mod upgrade {
         let store = db.store().await;
         let now = micros_now();
         let old = store.get(&super::id("old"), now).await.unwrap().unwrap();
-        assert_eq!((old.created_by.as_str(), old.updated_by.as_str()), ("unknown", "unknown"));
+        assert_eq!(
+            (old.created_by.as_str(), old.updated_by.as_str()),
+            ("unknown", "unknown")
+        );
 
         let relabelled = PutCommand {
             labels: super::labels(&[("team", "ide")]),
@@ -292,7 +298,7 @@ async fn each_record_names_who_created_it_and_who_last_changed_it(store: Arc<dyn
     let read = async |at| {
         let record = store.get(&id("ws-1"), at).await.unwrap().unwrap();
         let listed = store.list(&list_all(), at).await.unwrap();
-        assert_eq!(listed, [record.clone()]);
+        assert_eq!(listed, std::slice::from_ref(&record));
         (record.created_by, record.updated_by)
     };
     let names = |created: &str, updated: &str| (created.to_owned(), updated.to_owned());

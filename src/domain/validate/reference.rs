@@ -80,11 +80,11 @@ mod tests {
     use std::collections::BTreeSet;
 
     use super::*;
+    use crate::domain::Caller;
     use crate::domain::FieldViolation;
     use crate::domain::validate::fixtures::{
         fields, request_with_spec, rules, the_only_violation, violations,
     };
-    use crate::domain::Caller;
     use crate::domain::validate::validate_put;
 
     #[test]

@@ -10,8 +10,8 @@ use super::labels::validate_labels;
 use super::spec::validate_owned_spec;
 use super::{FieldViolation, ValidationRules, collect, required};
 use crate::domain::{
-    Caller, DEFAULT_PAGE_SIZE, DeleteCommand, Error, Labels, ListPage, ListQuery, MAX_PAGE_SIZE, PageToken,
-    PutCommand, SpecId, is_id_prefix,
+    Caller, DEFAULT_PAGE_SIZE, DeleteCommand, Error, Labels, ListPage, ListQuery, MAX_PAGE_SIZE,
+    PageToken, PutCommand, SpecId, is_id_prefix,
 };
 use crate::proto::registryfacade::ImageSpec;
 
@@ -424,7 +424,12 @@ mod tests {
         assert_eq!(validate_ttl("ttl", None), Ok(None));
         let mut req = valid_request();
         req.ttl = None;
-        assert_eq!(validate_put(req, &rules(), Caller::anonymous()).unwrap().ttl, None);
+        assert_eq!(
+            validate_put(req, &rules(), Caller::anonymous())
+                .unwrap()
+                .ttl,
+            None
+        );
 
         let mut req = valid_request();
         req.ttl = Some(duration(MAX_TTL_SECONDS + 1, 0));

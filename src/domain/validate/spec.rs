@@ -203,11 +203,11 @@ mod tests {
     use std::collections::BTreeSet;
 
     use super::*;
+    use crate::domain::Caller;
     use crate::domain::validate::fixtures::{
         digest, fields, remote_layer, request_with_spec, rules, the_only_violation, valid_request,
         valid_spec, violations, violations_with,
     };
-    use crate::domain::Caller;
     use crate::domain::validate::validate_put;
     use crate::proto::registryfacade::ContentLayer;
 
@@ -289,7 +289,10 @@ mod tests {
                     layer.diff_id.clear();
                 }
             });
-            assert!(validate_put(req, &rules(), Caller::anonymous()).is_ok(), "{media_type}");
+            assert!(
+                validate_put(req, &rules(), Caller::anonymous()).is_ok(),
+                "{media_type}"
+            );
         }
         for media_type in [
             "application/vnd.docker.image.rootfs.diff.tar",

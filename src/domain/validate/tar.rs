@@ -82,10 +82,10 @@ pub(super) fn check_tar_archive(content: &[u8]) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::Caller;
     use crate::domain::validate::fixtures::{
         DIRECT_CONTENT, rules, tar_of, the_only_violation, with_direct_content,
     };
-    use crate::domain::Caller;
     use crate::domain::validate::validate_put;
 
     /// `printf 'hello\n' > hello.txt; tar --format=ustar -cf hello.tar hello.txt`: GNU tar pads

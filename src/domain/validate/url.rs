@@ -55,10 +55,10 @@ pub(super) fn check_layer_url(raw: &str, allow_http: bool) -> Result<(), String>
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::Caller;
     use crate::domain::validate::fixtures::{
         remote_layer, request_with_spec, rules, the_only_violation, valid_request,
     };
-    use crate::domain::Caller;
     use crate::domain::validate::{ValidationRules, validate_put};
 
     #[test]

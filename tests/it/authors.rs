@@ -21,15 +21,17 @@ use crate::db::Backend;
 use crate::fixtures::{labels, minimal_spec, put};
 use crate::security::{Ca, ServerFiles, client_config, spawn_tls_app_on, tls_channel};
 
+/// The admin tokens of two writers.
+const WRITER_A: &str = "writer-a-4c1f9e2b7d";
+/// See [`WRITER_A`].
+const WRITER_B: &str = "writer-b-8e3a5d0c6f";
+
 on_both_backends!(
     tokens_are_named_by_their_digest_and_never_shown,
     a_client_certificate_is_named_by_the_name_that_granted_the_role,
     callers_without_credentials_are_anonymous,
     importing_an_export_keeps_who_wrote_and_another_server_records_the_importer,
 );
-
-const WRITER_A: &str = "writer-a-4c1f9e2b7d";
-const WRITER_B: &str = "writer-b-8e3a5d0c6f";
 
 /// A server on `backend` that takes both writers' tokens as admin tokens.
 async fn spawn_with_writers(backend: Backend) -> TestApp {
@@ -65,6 +67,25 @@ fn authors(record: &SpecRecord) -> (&str, &str) {
     (&record.created_by, &record.updated_by)
 }
 
+/// GetSpec of `ws-1`, with `token`.
+async fn read(admin: &mut SpecAdminClient<Channel>, token: &str) -> SpecRecord {
+    let request = with_token(GetSpecRequest { id: "ws-1".into() }, token);
+    admin.get_spec(request).await.unwrap().into_inner()
+}
+
+/// Gives `ws-1` (a minimal spec 1) a new label, with `token`: the record as changed.
+async fn relabel(admin: &mut SpecAdminClient<Channel>, token: &str) -> SpecRecord {
+    let request = PutSpecRequest {
+        labels: labels(&[("team", "blue")]),
+        ..put("ws-1", minimal_spec(1))
+    };
+    admin
+        .put_spec(with_token(request, token))
+        .await
+        .unwrap()
+        .into_inner()
+}
+
 async fn tokens_are_named_by_their_digest_and_never_shown(backend: Backend) {
     let app = spawn_with_writers(backend).await;
     let mut admin = app.admin.clone();
@@ -85,23 +106,11 @@ async fn tokens_are_named_by_their_digest_and_never_shown(backend: Backend) {
         .into_inner();
     assert_eq!(repeated, created);
 
-    let relabel = PutSpecRequest {
-        labels: labels(&[("team", "blue")]),
-        ..put("ws-1", minimal_spec(1))
-    };
-    let relabelled = admin
-        .put_spec(with_token(relabel, WRITER_B))
-        .await
-        .unwrap()
-        .into_inner();
+    let relabelled = relabel(&mut admin, WRITER_B).await;
     assert_eq!(authors(&relabelled), (a.as_str(), b.as_str()));
 
     // GetSpec and ListSpecs read what was stored.
-    let got = admin
-        .get_spec(with_token(GetSpecRequest { id: "ws-1".into() }, WRITER_A))
-        .await
-        .unwrap()
-        .into_inner();
+    let got = read(&mut admin, WRITER_A).await;
     assert_eq!(got, relabelled);
     let listed = admin
         .list_specs(with_token(ListSpecsRequest::default(), WRITER_A))
@@ -131,11 +140,7 @@ async fn tokens_are_named_by_their_digest_and_never_shown(backend: Backend) {
         .await
         .unwrap_err();
     assert_eq!(unknown.code(), Code::Unauthenticated);
-    let stored = admin
-        .get_spec(with_token(GetSpecRequest { id: "ws-1".into() }, WRITER_A))
-        .await
-        .unwrap()
-        .into_inner();
+    let stored = read(&mut admin, WRITER_A).await;
     assert_eq!(stored, relabelled);
     let shown = format!("{stored:?} {different:?} {unknown:?}");
     for token in [WRITER_A, WRITER_B, "not-a-writer-1b2c"] {
@@ -173,26 +178,22 @@ async fn a_client_certificate_is_named_by_the_name_that_granted_the_role(backend
 
     // A certificate that grants nothing, with the admin token: the token granted the role.
     let mut stranger = connect(&[], "stranger").await;
-    let relabel = PutSpecRequest {
-        labels: labels(&[("team", "blue")]),
-        ..put("ws-1", minimal_spec(1))
-    };
-    let relabelled = stranger
-        .put_spec(with_token(relabel, WRITER_A))
-        .await
-        .unwrap()
-        .into_inner();
+    let relabelled = relabel(&mut stranger, WRITER_A).await;
     assert_eq!(authors(&relabelled), (cert, token_name(WRITER_A).as_str()));
 
-    let deleted = manager
-        .delete_spec(DeleteSpecRequest {
-            id: "ws-1".into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    assert!(deleted.deleted);
+    let delete = DeleteSpecRequest {
+        id: "ws-1".into(),
+        expected_generation: Some(relabelled.generation),
+        allow_missing: false,
+    };
+    assert!(
+        manager
+            .delete_spec(delete)
+            .await
+            .unwrap()
+            .into_inner()
+            .deleted
+    );
 }
 
 async fn callers_without_credentials_are_anonymous(backend: Backend) {
@@ -205,6 +206,14 @@ async fn callers_without_credentials_are_anonymous(backend: Backend) {
         .unwrap()
         .into_inner();
     assert_eq!(authors(&created), ("anonymous", "anonymous"));
+}
+
+/// Fails unless every one of `records` was created by `created` and last changed by `updated`.
+fn assert_written_by(records: &[SpecRecord], created: &str, updated: &str) {
+    assert!(
+        records.iter().all(|r| authors(r) == (created, updated)),
+        "not all created by {created} and updated by {updated}: {records:?}"
+    );
 }
 
 /// Runs the CLI against `app` with `token`.
@@ -233,12 +242,7 @@ async fn importing_an_export_keeps_who_wrote_and_another_server_records_the_impo
             .json_lines()
     };
     let before = list(&app).await;
-    assert!(
-        before
-            .iter()
-            .all(|r| authors(r) == (a.as_str(), a.as_str())),
-        "{before:?}"
-    );
+    assert_written_by(&before, &a, &a);
 
     // B exports and imports it back: nothing changes, so A still wrote every record.
     let exported = cli(&app, WRITER_B, &["export"]).await.expect_code(0);
@@ -258,12 +262,7 @@ async fn importing_an_export_keeps_who_wrote_and_another_server_records_the_impo
         .await
         .expect_code(0);
     let relabelled = list(&app).await;
-    assert!(
-        relabelled
-            .iter()
-            .all(|r| authors(r) == (a.as_str(), b.as_str())),
-        "{relabelled:?}"
-    );
+    assert_written_by(&relabelled, &a, &b);
 
     // Into another server, the importer creates them: the export carries specs, not authors.
     let other = spawn_with_writers(backend).await;
@@ -272,12 +271,7 @@ async fn importing_an_export_keeps_who_wrote_and_another_server_records_the_impo
         .expect_code(0);
     let imported = list(&other).await;
     assert_eq!(imported.len(), 2);
-    assert!(
-        imported
-            .iter()
-            .all(|r| authors(r) == (b.as_str(), b.as_str())),
-        "{imported:?}"
-    );
+    assert_written_by(&imported, &b, &b);
 
     // get --record and list print them: JSON names them createdBy and updatedBy.
     let record: serde_json::Value = cli(&app, WRITER_A, &["get", "ws-1", "--record"])

@@ -158,9 +158,9 @@ mod opening {
 /// Upgrading a database that holds records from before `created_by` / `updated_by`.
 mod upgrade {
     use spec_provider::domain::{Caller, PutCommand, micros_now};
-    use sqlx::migrate::Migrator;
+    use sqlx::migrate::{Migrate, Migrator};
     use sqlx::sqlite::SqliteConnectOptions;
-    use sqlx::{PgPool, SqlitePool};
+    use sqlx::{Database, Encode, Executor, IntoArguments, PgPool, Pool, SqlitePool, Type};
 
     use crate::db::{Backend, TestDb};
 
@@ -185,43 +185,46 @@ mod upgrade {
         (dir, migrator)
     }
 
+    /// Migrates `pool`'s database with `migrator`, then runs `insert`, which writes a record of
+    /// a spec, bound as its bytes and digest.
+    async fn write_old_record<DB>(pool: Pool<DB>, migrator: &Migrator, insert: &'static str)
+    where
+        DB: Database,
+        DB::Connection: Migrate,
+        for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+        for<'q> &'q [u8]: Encode<'q, DB> + Type<DB>,
+        for<'q> &'q str: Encode<'q, DB> + Type<DB>,
+        DB::Arguments: IntoArguments<DB>,
+    {
+        migrator.run(&pool).await.unwrap();
+        let spec = super::validated(&super::spec("v1"));
+        sqlx::query::<DB>(insert)
+            .bind(spec.bytes())
+            .bind(spec.digest())
+            .execute(&pool)
+            .await
+            .unwrap();
+        pool.close().await;
+    }
+
     async fn records_from_before_authors_were_kept_say_unknown_until_changed(backend: Backend) {
         let db = TestDb::new(backend).await;
         let (_dir, migrator) = first_migration(backend).await;
-        let spec = super::validated(&super::spec("v1"));
         let url = db.settings.url.expose();
         // One record written by the previous version, at its schema.
         match backend {
             Backend::Sqlite => {
                 let options: SqliteConnectOptions = url.parse().unwrap();
-                let pool = SqlitePool::connect_with(options.create_if_missing(true))
-                    .await
-                    .unwrap();
-                migrator.run(&pool).await.unwrap();
-                sqlx::query(
-                    "INSERT INTO specs (id, spec, spec_digest, generation, create_time, update_time) \
-                     VALUES ('old', ?1, ?2, 1, 0, 0)",
-                )
-                .bind(spec.bytes())
-                .bind(spec.digest())
-                .execute(&pool)
-                .await
-                .unwrap();
-                pool.close().await;
+                let pool = SqlitePool::connect_with(options.create_if_missing(true));
+                let insert = "INSERT INTO specs (id, spec, spec_digest, generation, create_time, \
+                              update_time) VALUES ('old', ?1, ?2, 1, 0, 0)";
+                write_old_record(pool.await.unwrap(), &migrator, insert).await;
             }
             Backend::Postgres => {
                 let pool = PgPool::connect(url).await.unwrap();
-                migrator.run(&pool).await.unwrap();
-                sqlx::query(
-                    "INSERT INTO specs (id, spec, spec_digest, generation, create_time, update_time) \
-                     VALUES ('old', $1, $2, 1, now(), now())",
-                )
-                .bind(spec.bytes())
-                .bind(spec.digest())
-                .execute(&pool)
-                .await
-                .unwrap();
-                pool.close().await;
+                let insert = "INSERT INTO specs (id, spec, spec_digest, generation, create_time, \
+                              update_time) VALUES ('old', $1, $2, 1, now(), now())";
+                write_old_record(pool, &migrator, insert).await;
             }
         }
 

@@ -8,7 +8,7 @@ use tonic::{Request, Response, Status};
 use super::ApiState;
 use super::convert::{list_response, record_to_proto};
 use crate::domain::validate::{validate_delete, validate_get, validate_list, validate_put};
-use crate::domain::{Error, micros_now};
+use crate::domain::{Caller, Error, micros_now};
 use crate::metrics::rpc_log::{RpcKind, note};
 use crate::proto::specprovider::v1::spec_admin_server::SpecAdmin;
 use crate::proto::specprovider::v1::{
@@ -39,11 +39,26 @@ fn noted<T>(request: Request<T>, kind: RpcKind, id: impl FnOnce(&T) -> &String) 
     message
 }
 
+/// The message of a write and who sent it, both noted for the RPC's log line. The auth layer
+/// put the caller in the request's extensions (`crate::security::auth`); a request that did not
+/// pass through it brought no credentials.
+fn noted_write<T>(request: Request<T>, id: impl FnOnce(&T) -> &String) -> (T, Caller) {
+    let caller = request
+        .extensions()
+        .get::<Caller>()
+        .cloned()
+        .unwrap_or_else(Caller::anonymous);
+    let kind = RpcKind::Write {
+        caller: caller.clone(),
+    };
+    (noted(request, kind, id), caller)
+}
+
 #[tonic::async_trait]
 impl SpecAdmin for AdminService {
     async fn put_spec(&self, request: Request<PutSpecRequest>) -> Answer<SpecRecord> {
-        let req = noted(request, RpcKind::Write, |req| &req.id);
-        let cmd = validate_put(req.into(), &self.state.rules)?;
+        let (req, caller) = noted_write(request, |req| &req.id);
+        let cmd = validate_put(req.into(), &self.state.rules, caller)?;
         let id = cmd.id.clone();
         let outcome = self.state.store()?.put(cmd, micros_now()).await;
         // Also after a failure: a commit whose answer was lost may have happened. Other
@@ -69,7 +84,7 @@ impl SpecAdmin for AdminService {
     }
 
     async fn delete_spec(&self, request: Request<DeleteSpecRequest>) -> Answer<DeleteSpecResponse> {
-        let req = noted(request, RpcKind::Write, |req| &req.id);
+        let (req, _) = noted_write(request, |req| &req.id);
         let cmd = validate_delete(req.into())?;
         let deleted = self.state.store()?.delete(&cmd, micros_now()).await;
         // Also after a failure, as for puts.

@@ -1,6 +1,7 @@
 //! The rules of the service, free of I/O: ids, the validation of every request, validated specs,
 //! records, and what a PutSpec or DeleteSpec does to a stored record.
 
+mod caller;
 mod error;
 mod id;
 mod page_token;
@@ -8,6 +9,7 @@ mod record;
 mod rules;
 pub mod validate;
 
+pub use caller::Caller;
 pub use error::{Error, FieldViolation};
 pub use id::{SpecId, is_id_prefix};
 pub use page_token::PageToken;

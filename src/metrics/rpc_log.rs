@@ -1,6 +1,7 @@
 //! The one log line of each RPC of ours, written by [`super::grpc::GrpcMetricsLayer`] when the
-//! answer is ready: method (from the request path), id, code (as grpc-go names it), latency and,
-//! on failure, the status message, with the cause chain of an INTERNAL or UNAVAILABLE error.
+//! answer is ready: method (from the request path), id, code (as grpc-go names it), latency,
+//! for a write its `caller` (who wrote, or tried to: see [`Caller`]) and, on failure, the status
+//! message, with the cause chain of an INTERNAL or UNAVAILABLE error.
 //!
 //! Writes log at INFO. Successful reads log at DEBUG only, and so does NOT_FOUND of a read, which
 //! is an answer rather than a failure: registry facades ask for unknown ids all the time, and a
@@ -31,6 +32,7 @@ use tracing::Level;
 use tracing::level_filters::LevelFilter;
 
 use super::grpc::code_name;
+use crate::domain::Caller;
 
 /// The target of the lines, which log filters name (`spec_provider::api=debug`): the lines are
 /// the API's, whichever module writes them.
@@ -45,12 +47,15 @@ tokio::task_local! {
 }
 
 /// Whether an RPC reads or changes records, which sets the level of its line.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RpcKind {
     /// GetImageSpec, GetSpec, ListSpecs.
     Read,
-    /// PutSpec, DeleteSpec.
-    Write,
+    /// PutSpec, DeleteSpec, by `caller`, whom the line names.
+    Write {
+        /// Who sent the write.
+        caller: Caller,
+    },
 }
 
 /// What a handler noted about its RPC.
@@ -91,7 +96,7 @@ pub(super) fn write<B>(
     response: &http::Response<B>,
     started: Instant,
 ) {
-    let level = match (code, note.kind) {
+    let level = match (code, &note.kind) {
         (Code::Internal | Code::Unavailable, _) => Level::ERROR,
         (Code::Ok | Code::NotFound, RpcKind::Read) => Level::DEBUG,
         _ => Level::INFO,
@@ -118,6 +123,11 @@ pub(super) fn write<B>(
     // it and `error` are left out when absent.
     let status_message = status.map(Status::message);
     let error = status.and_then(Error::source).map(CauseChain);
+    // Left out of reads' lines. A caller is never a token, only its digest's first digits.
+    let caller = match &note.kind {
+        RpcKind::Write { caller } => Some(caller.as_str()),
+        RpcKind::Read => None,
+    };
     // tracing needs a constant level for each line: one macro, three levels. Fields are only
     // evaluated once the level is known to be enabled.
     macro_rules! line {
@@ -129,6 +139,7 @@ pub(super) fn write<B>(
                 ?id,
                 code = code_name(code),
                 latency_ms = started.elapsed().as_secs_f64() * 1000.0,
+                caller,
                 status_message,
                 error = error.as_ref().map(tracing::field::display),
                 "rpc"
@@ -174,11 +185,15 @@ mod tests {
     #[tokio::test]
     async fn a_note_is_read_back_from_the_slot_of_its_rpc_only() {
         note(RpcKind::Read, "outside".into());
-        let mut future = std::pin::pin!(with_slot(async {
-            note(RpcKind::Write, "ws-1".into());
+        let write = RpcKind::Write {
+            caller: Caller::anonymous(),
+        };
+        let mut future = std::pin::pin!(with_slot({
+            let write = write.clone();
+            async move { note(write, "ws-1".into()) }
         }));
         future.as_mut().await;
         let noted = take_note(future).unwrap();
-        assert_eq!((noted.kind, noted.id.as_str()), (RpcKind::Write, "ws-1"));
+        assert_eq!((noted.kind, noted.id.as_str()), (write, "ws-1"));
     }
 }

@@ -226,8 +226,9 @@ pub struct LogSettings {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct MetricsSettings {
-    /// Time between counts of the stored specs (`spec_provider_specs_stored`). Counting reads
-    /// the whole table, so it runs in the background rather than per scrape or request.
+    /// Time between counts of the stored and the expired specs (`spec_provider_specs_stored`,
+    /// `spec_provider_specs_expired`). Counting reads a whole index, so it runs in the
+    /// background rather than per scrape or request.
     #[serde(with = "humantime_serde")]
     pub refresh_interval: Duration,
 }

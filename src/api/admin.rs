@@ -12,7 +12,7 @@ use crate::domain::validate::{
     validate_verify,
 };
 use crate::domain::verification::{PutVerification, decode, verified_spec};
-use crate::domain::{Error, micros_now};
+use crate::domain::{Caller, Error, micros_now};
 use crate::metrics::rpc_log::{RpcKind, note};
 use crate::proto::specprovider::v1::spec_admin_server::SpecAdmin;
 use crate::proto::specprovider::v1::{
@@ -43,13 +43,28 @@ fn noted<T>(request: Request<T>, kind: RpcKind, id: impl FnOnce(&T) -> &String) 
     message
 }
 
+/// The message of a write and who sent it, both noted for the RPC's log line. The auth layer
+/// put the caller in the request's extensions (`crate::security::auth`); a request that did not
+/// pass through it brought no credentials.
+fn noted_write<T>(request: Request<T>, id: impl FnOnce(&T) -> &String) -> (T, Caller) {
+    let caller = request
+        .extensions()
+        .get::<Caller>()
+        .cloned()
+        .unwrap_or_else(Caller::anonymous);
+    let kind = RpcKind::Write {
+        caller: caller.clone(),
+    };
+    (noted(request, kind, id), caller)
+}
+
 #[tonic::async_trait]
 impl SpecAdmin for AdminService {
     async fn put_spec(&self, request: Request<PutSpecRequest>) -> Answer<SpecRecord> {
-        let req = noted(request, RpcKind::Write, |req| &req.id);
+        let (req, caller) = noted_write(request, |req| &req.id);
         let how =
             PutVerification::requested(req.verify, req.pin_references, self.state.verify_required);
-        let mut cmd = validate_put(req.into(), &self.state.rules)?;
+        let mut cmd = validate_put(req.into(), &self.state.rules, caller)?;
         if how != PutVerification::Skip {
             let report = self.state.verifier()?.verify(&decode(&cmd.spec)?).await;
             cmd.spec = verified_spec(cmd.spec, &report, how, &self.state.rules)?;
@@ -79,7 +94,7 @@ impl SpecAdmin for AdminService {
     }
 
     async fn delete_spec(&self, request: Request<DeleteSpecRequest>) -> Answer<DeleteSpecResponse> {
-        let req = noted(request, RpcKind::Write, |req| &req.id);
+        let (req, _) = noted_write(request, |req| &req.id);
         let cmd = validate_delete(req.into())?;
         let deleted = self.state.store()?.delete(&cmd, micros_now()).await;
         // Also after a failure, as for puts.

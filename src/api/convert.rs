@@ -108,6 +108,8 @@ pub(super) fn record_to_proto(record: SpecRecord) -> Result<pb::SpecRecord, Erro
         create_time: Some(timestamp(record.create_time)),
         update_time: Some(timestamp(record.update_time)),
         expire_time: record.expire_time.map(timestamp),
+        created_by: record.created_by,
+        updated_by: record.updated_by,
     })
 }
 

@@ -35,16 +35,23 @@ const GET_IMAGE_SPEC_PATH: &str = "/registryfacade.SpecProvider/GetImageSpec";
 #[derive(Clone)]
 pub struct ProviderService {
     state: ApiState,
+    not_found: wire::NotFound,
 }
 
 impl ProviderService {
     /// The service over shared state.
     pub fn new(state: ApiState) -> Self {
-        Self { state }
+        Self {
+            state,
+            not_found: wire::NotFound::new(),
+        }
     }
 
-    /// The framed `GetImageSpecResponse` for `raw_id`.
-    async fn get_image_spec(&self, raw_id: &str) -> Result<Bytes, Error> {
+    /// The answer to a GetImageSpec of `raw_id`: the framed `GetImageSpecResponse`, or NOT_FOUND.
+    async fn get_image_spec(
+        &self,
+        raw_id: &str,
+    ) -> Result<http::Response<tonic::body::Body>, Error> {
         let id = validate_get(raw_id)?;
         let store = self.state.store()?;
         let answer = self
@@ -57,9 +64,11 @@ impl ProviderService {
                     .map(|served| Loaded::from_served(served, encode_answer))
                     .transpose()
             })
-            .await?
-            .ok_or_else(|| Error::not_found(id.as_str()))?;
-        Ok(answer)
+            .await?;
+        Ok(match answer {
+            Some(answer) => wire::answer(answer),
+            None => self.not_found.answer(&id),
+        })
     }
 }
 
@@ -119,10 +128,7 @@ where
             let answer = service.get_image_spec(&id).await;
             // Moved, not copied: on a cache hit the answer allocates nothing of its own.
             note(RpcKind::Read, id);
-            Ok(match answer {
-                Ok(answer) => wire::answer(answer),
-                Err(err) => Status::from(err).into_http(),
-            })
+            Ok(answer.unwrap_or_else(|err| Status::from(err).into_http()))
         })
     }
 }

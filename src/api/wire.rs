@@ -5,13 +5,14 @@
 //! call; the read cache keeps answers framed (see [`frame`]), so a hit hands the cached bytes
 //! to HTTP/2 as they are. What goes on the wire is what tonic sends: response headers with
 //! `content-type: application/grpc`, one DATA frame with the message, and `grpc-status: 0` in
-//! the trailers; errors are tonic's trailers-only answers ([`Status::into_http`]).
+//! the trailers; errors are tonic's trailers-only answers ([`Status::into_http`]), and
+//! GetImageSpec's NOT_FOUND the same answer written directly ([`NotFound`]).
 
 use std::convert::Infallible;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use http::{HeaderMap, HeaderValue};
 use http_body::{Body, Frame};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
@@ -20,6 +21,7 @@ use tonic::Status;
 use tonic::codegen::StdError;
 use tonic::metadata::{GRPC_CONTENT_TYPE, MetadataValue};
 
+use crate::domain::{Error, SpecId};
 use crate::framing::split_message;
 
 /// Most bytes a unary request's body may have. A GetImageSpec request is an id (at most 200
@@ -88,6 +90,61 @@ pub fn answer(framed: Bytes) -> http::Response<tonic::body::Body> {
     response
 }
 
+/// GetImageSpec's NOT_FOUND, as tonic answers a [`Status`] (trailers-only: `content-type`,
+/// `grpc-status: 5`, the percent-encoded `grpc-message`), without building one: registry facades
+/// ask for unknown ids all the time, and a `Status` costs an allocation per part, a percent
+/// encoding of the whole sentence and a map of response extensions on every answer
+/// (docs/benchmarks.md, "The unknown-id path"). The sentence is the domain's
+/// ([`Error::not_found`]), encoded by tonic once, when the service is built.
+#[derive(Debug, Clone)]
+pub struct NotFound {
+    /// The encoded `grpc-message` before the id, and after it.
+    before: Bytes,
+    after: Bytes,
+}
+
+impl NotFound {
+    /// The answer's parts, cut from tonic's encoding of the sentence for a placeholder id. A valid
+    /// id is made of `[a-z0-9._-]`, which neither `{:?}` nor the percent encoding changes, so
+    /// before + id + after is byte for byte what tonic writes for it.
+    pub fn new() -> Self {
+        const PLACEHOLDER: &str = "placeholder.id";
+        let response = Status::from(Error::not_found(PLACEHOLDER)).into_http::<()>();
+        let encoded = response.headers()[Status::GRPC_MESSAGE].as_bytes();
+        let at = encoded
+            .windows(PLACEHOLDER.len())
+            .position(|window| window == PLACEHOLDER.as_bytes())
+            .expect("a valid id is written as it is");
+        Self {
+            before: Bytes::copy_from_slice(&encoded[..at]),
+            after: Bytes::copy_from_slice(&encoded[at + PLACEHOLDER.len()..]),
+        }
+    }
+
+    /// The NOT_FOUND answer for `id`.
+    pub fn answer(&self, id: &SpecId) -> http::Response<tonic::body::Body> {
+        let id = id.as_str().as_bytes();
+        let mut message = BytesMut::with_capacity(self.before.len() + id.len() + self.after.len());
+        message.extend_from_slice(&self.before);
+        message.extend_from_slice(id);
+        message.extend_from_slice(&self.after);
+        let message = HeaderValue::from_maybe_shared(message.freeze())
+            .expect("an encoded sentence with a valid id is a valid header value");
+        let mut response = http::Response::new(tonic::body::Body::default());
+        let headers = response.headers_mut();
+        headers.insert(http::header::CONTENT_TYPE, GRPC_CONTENT_TYPE);
+        headers.insert(Status::GRPC_STATUS, HeaderValue::from_static("5"));
+        headers.insert(Status::GRPC_MESSAGE, message);
+        response
+    }
+}
+
+impl Default for NotFound {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 /// The body of an OK answer: one framed message, then `grpc-status: 0`.
 struct Answer {
     message: Option<Bytes>,
@@ -124,6 +181,7 @@ impl Body for Answer {
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
     use tonic::Code;
 
     use super::*;
@@ -209,5 +267,41 @@ mod tests {
         let collected = response.into_body().collect().await.unwrap();
         assert_eq!(collected.trailers().unwrap()["grpc-status"], "0");
         assert_eq!(collected.to_bytes(), framed);
+    }
+
+    /// The head tonic writes for `Error::not_found(id)`, and the one [`NotFound`] writes.
+    fn not_found_heads(id: &str) -> (HeaderMap, HeaderMap) {
+        let tonic = Status::from(Error::not_found(id)).into_http::<()>();
+        let ours = NotFound::new().answer(&SpecId::parse(id).unwrap());
+        assert!(ours.body().is_end_stream(), "trailers-only");
+        (tonic.headers().clone(), ours.headers().clone())
+    }
+
+    #[test]
+    fn a_not_found_answer_is_byte_for_byte_tonics_answer_for_the_same_error() {
+        // The longest valid id.
+        let longest = "a".repeat(200);
+        for id in [
+            "ws-1",
+            "a1b2c3d4-5678-90ab-cdef-1234567890ab",
+            "x.y_z-0",
+            &longest,
+        ] {
+            let (tonic, ours) = not_found_heads(id);
+            assert_eq!(ours, tonic, "{id}");
+            assert_eq!(
+                ours.len(),
+                3,
+                "content-type, grpc-status, grpc-message: {ours:?}"
+            );
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn every_valid_id_gets_tonics_not_found(id in "[a-z0-9]{1,12}([._-][a-z0-9]{1,12}){0,6}") {
+            let (tonic, ours) = not_found_heads(&id);
+            prop_assert_eq!(ours, tonic);
+        }
     }
 }

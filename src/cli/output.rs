@@ -42,10 +42,12 @@ pub(super) fn record_table(record: &SpecRecord) -> Table {
         "created".to_owned(),
         time_text(record.create_time.as_ref()),
     ]);
+    table.add_row(vec!["created by", record.created_by.as_str()]);
     table.add_row(vec![
         "updated".to_owned(),
         time_text(record.update_time.as_ref()),
     ]);
+    table.add_row(vec!["updated by", record.updated_by.as_str()]);
     table.add_row(vec![
         "expires".to_owned(),
         expiry_text(record.expire_time.as_ref()),
@@ -53,7 +55,7 @@ pub(super) fn record_table(record: &SpecRecord) -> Table {
     table
 }
 
-/// Records as rows: id, generation, labels, update time, expiry, spec digest; with
+/// Records as rows: id, generation, labels, update time, who updated, expiry, spec digest; with
 /// `with_base_ref`, the spec's base image too.
 pub(super) fn records_table(records: &[SpecRecord], with_base_ref: bool) -> Table {
     let mut table = Table::new();
@@ -63,6 +65,7 @@ pub(super) fn records_table(records: &[SpecRecord], with_base_ref: bool) -> Tabl
         "GENERATION",
         "LABELS",
         "UPDATED",
+        "UPDATED BY",
         "EXPIRES",
         "SPEC DIGEST",
     ];
@@ -76,6 +79,7 @@ pub(super) fn records_table(records: &[SpecRecord], with_base_ref: bool) -> Tabl
             record.generation.to_string(),
             labels_text(&record.labels),
             time_text(record.update_time.as_ref()),
+            record.updated_by.clone(),
             expiry_text(record.expire_time.as_ref()),
             record.spec_digest.clone(),
         ];

@@ -2,6 +2,7 @@
 //! records, what a PutSpec or DeleteSpec does to a stored record, and what a verification against
 //! the registries means for a put.
 
+mod caller;
 mod error;
 mod id;
 mod page_token;
@@ -10,6 +11,7 @@ mod rules;
 pub mod validate;
 pub mod verification;
 
+pub use caller::Caller;
 pub use error::{Error, FieldViolation};
 pub use id::{SpecId, is_id_prefix};
 pub use page_token::PageToken;

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Duration, DurationRound, Utc};
 use sha2::{Digest, Sha256};
 
-use super::{PageToken, SpecId};
+use super::{Caller, PageToken, SpecId};
 
 /// A record's labels, ordered by key so that equal maps compare and encode equally.
 pub type Labels = BTreeMap<String, String>;
@@ -74,6 +74,11 @@ pub struct SpecRecord {
     pub update_time: DateTime<Utc>,
     /// When the record stops being served; `None` for never.
     pub expire_time: Option<DateTime<Utc>>,
+    /// Who created the record (a [`Caller`]; `unknown` for records created before identities
+    /// were recorded).
+    pub created_by: String,
+    /// Who last changed it, when `update_time` last moved (likewise).
+    pub updated_by: String,
 }
 
 impl SpecRecord {
@@ -96,6 +101,9 @@ pub struct PutCommand {
     pub expected_generation: Option<i64>,
     /// How long the record lives from now; `None` keeps the current expiry (never, for a new one).
     pub ttl: Option<Duration>,
+    /// Who is writing: the record's `updated_by` if the put changes it, and its `created_by`
+    /// too if it creates it.
+    pub caller: Caller,
 }
 
 /// A validated DeleteSpec request.

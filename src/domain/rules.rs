@@ -35,6 +35,10 @@ impl PutDecision {
 ///   a caller changing labels from a stale view is refused like any other stale write). A `ttl`
 ///   moves `expire_time` to `now + ttl` without touching the generation.
 /// - Different spec: only with `expected_generation` equal to the stored generation.
+///
+/// The caller becomes `created_by` and `updated_by` of a new record, and `updated_by` of a
+/// changed one, exactly when `update_time` moves: a put that changes nothing (a retry, an import
+/// of what is stored) leaves both as they were, so that they name who really wrote.
 pub fn decide_put(
     stored: Option<&SpecRecord>,
     cmd: PutCommand,
@@ -68,6 +72,8 @@ pub fn decide_put(
             create_time: now,
             update_time: now,
             expire_time: expire_from_ttl,
+            created_by: cmd.caller.as_str().to_owned(),
+            updated_by: cmd.caller.as_str().to_owned(),
         }));
     };
 
@@ -94,6 +100,7 @@ pub fn decide_put(
         return Ok(PutDecision::Unchanged(next));
     }
     next.update_time = now;
+    next.updated_by = cmd.caller.as_str().to_owned();
     Ok(PutDecision::Update(next))
 }
 
@@ -168,7 +175,7 @@ mod tests {
     use chrono::Duration;
 
     use super::*;
-    use crate::domain::{SpecId, ValidatedSpec};
+    use crate::domain::{Caller, SpecId, ValidatedSpec};
 
     fn command(ttl: Option<Duration>) -> PutCommand {
         PutCommand {
@@ -177,6 +184,7 @@ mod tests {
             labels: Default::default(),
             expected_generation: None,
             ttl,
+            caller: Caller::token(b"writer-1"),
         }
     }
 
@@ -200,5 +208,38 @@ mod tests {
         assert_eq!(record.generation, 1);
         assert_eq!(record.create_time, now);
         assert_eq!(record.expire_time, Some(now + Duration::seconds(30)));
+        assert_eq!(record.created_by, Caller::token(b"writer-1").as_str());
+        assert_eq!(record.updated_by, record.created_by);
+    }
+
+    #[test]
+    fn a_change_names_its_caller_and_a_put_that_changes_nothing_names_no_one() {
+        let created = micros_now_record();
+        let later = created.update_time + Duration::seconds(1);
+        let by = |caller: &str, ttl| PutCommand {
+            caller: Caller::certificate(caller),
+            ..command(ttl)
+        };
+
+        let decision = decide_put(Some(&created), by("other", None), later).unwrap();
+        assert_eq!(decision, PutDecision::Unchanged(created.clone()));
+
+        // A refreshed expiry is a change (update_time moves), so it names its caller.
+        let decision = decide_put(Some(&created), by("other", Some(Duration::hours(1))), later);
+        let PutDecision::Update(updated) = decision.unwrap() else {
+            panic!("expected an update");
+        };
+        assert_eq!(updated.updated_by, "cert:other");
+        assert_eq!(updated.created_by, created.created_by);
+        assert_eq!(updated.update_time, later);
+    }
+
+    /// A record `command` created just now.
+    fn micros_now_record() -> SpecRecord {
+        let now = crate::domain::micros_now();
+        match decide_put(None, command(None), now).unwrap() {
+            PutDecision::Create(record) => record,
+            other => panic!("expected a create, got {other:?}"),
+        }
     }
 }

@@ -336,9 +336,8 @@ where
                 if let (Some(call), Some(note)) = (call.as_ref(), note) {
                     // The line is written once the handler has answered, as its own would be: a
                     // trailers-only answer is an error, any other the handler's success.
-                    let status = code.and_then(|_| response.extensions().get::<tonic::Status>());
                     let code = code.map_or(tonic::Code::Ok, code_of);
-                    rpc_log::write(&call.method.name, note, code, status, call.started);
+                    rpc_log::write(&call.method.name, note, code, &response, call.started);
                 }
                 let sent = call.as_ref().map(|call| call.method.msg_sent.clone());
                 Ok(response

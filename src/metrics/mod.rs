@@ -43,6 +43,11 @@ pub struct Metrics {
     pub store: store::StoreMetrics,
     /// `spec_provider_specs_stored`: live specs, refreshed every `metrics.refresh_interval`.
     pub specs_stored: IntGauge,
+    /// `spec_provider_specs_expired`: expired specs the sweeper has not deleted yet, refreshed
+    /// with `specs_stored`.
+    pub specs_expired: IntGauge,
+    /// `spec_provider_ready`: 1 while health is SERVING (`/readyz` answers 200), else 0.
+    pub ready: IntGauge,
     /// `spec_provider_sweeper_deleted_total`: expired specs the sweeper deleted.
     pub sweeper_deleted: IntCounter,
     /// The read cache's counters; [`crate::cache::SpecCache`] moves them and registers its
@@ -74,6 +79,19 @@ impl Metrics {
         )?;
         registry.register(Box::new(specs_stored.clone()))?;
 
+        let specs_expired = IntGauge::new(
+            format!("{PREFIX}_specs_expired"),
+            "Specs expired and not yet deleted by the sweeper, counted every \
+             metrics.refresh_interval.",
+        )?;
+        registry.register(Box::new(specs_expired.clone()))?;
+
+        let ready = IntGauge::new(
+            format!("{PREFIX}_ready"),
+            "1 while gRPC health reports SERVING (and /readyz answers 200), 0 otherwise.",
+        )?;
+        registry.register(Box::new(ready.clone()))?;
+
         let sweeper_deleted = IntCounter::new(
             format!("{PREFIX}_sweeper_deleted_total"),
             "Expired specs deleted by the sweeper.",
@@ -93,6 +111,8 @@ impl Metrics {
             registry,
             store,
             specs_stored,
+            specs_expired,
+            ready,
             sweeper_deleted,
             cache,
         })

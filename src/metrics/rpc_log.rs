@@ -1,6 +1,7 @@
 //! The one log line of each RPC of ours, written by [`super::grpc::GrpcMetricsLayer`] when the
-//! answer is ready: method (from the request path), id, code (as grpc-go names it), latency and,
-//! on failure, the status message, with the cause chain of an INTERNAL or UNAVAILABLE error.
+//! answer is ready: method (from the request path), id, code (as grpc-go names it), latency,
+//! for a write its `caller` (who wrote, or tried to: see [`Caller`]) and, on failure, the status
+//! message, with the cause chain of an INTERNAL or UNAVAILABLE error.
 //!
 //! Writes log at INFO. Successful reads log at DEBUG only, and so does NOT_FOUND of a read, which
 //! is an answer rather than a failure: registry facades ask for unknown ids all the time, and a
@@ -28,8 +29,10 @@ use std::time::Instant;
 use tokio::task::futures::TaskLocalFuture;
 use tonic::{Code, Status};
 use tracing::Level;
+use tracing::level_filters::LevelFilter;
 
 use super::grpc::code_name;
+use crate::domain::Caller;
 
 /// The target of the lines, which log filters name (`spec_provider::api=debug`): the lines are
 /// the API's, whichever module writes them.
@@ -44,12 +47,15 @@ tokio::task_local! {
 }
 
 /// Whether an RPC reads or changes records, which sets the level of its line.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RpcKind {
     /// GetImageSpec, GetSpec, ListSpecs, VerifySpec.
     Read,
-    /// PutSpec, DeleteSpec.
-    Write,
+    /// PutSpec, DeleteSpec, by `caller`, whom the line names.
+    Write {
+        /// Who sent the write.
+        caller: Caller,
+    },
 }
 
 /// What a handler noted about its RPC.
@@ -79,14 +85,34 @@ pub(super) fn take_note<F: Future>(future: Pin<&mut Noted<F>>) -> Option<RpcNote
     future.take_value().and_then(Cell::into_inner)
 }
 
-/// Writes the line of an RPC answered with `code`; `status` is the error answer's, if any.
-pub(super) fn write(
+/// Writes the line of an RPC answered with `code` by `response`. An error answer carries its
+/// [`Status`] in the response's extensions, as tonic's `Status::into_http` leaves it, or only in
+/// its headers (GetImageSpec's NOT_FOUND, `crate::api::wire::NotFound`), read back here only when
+/// the line is written.
+pub(super) fn write<B>(
     method: &str,
     note: RpcNote,
     code: Code,
-    status: Option<&Status>,
+    response: &http::Response<B>,
     started: Instant,
 ) {
+    let level = match (code, &note.kind) {
+        (Code::Internal | Code::Unavailable, _) => Level::ERROR,
+        (Code::Ok | Code::NotFound, RpcKind::Read) => Level::DEBUG,
+        _ => Level::INFO,
+    };
+    if level > LevelFilter::current() {
+        return;
+    }
+    let from_headers;
+    let status = match response.extensions().get::<Status>() {
+        Some(status) => Some(status),
+        None if code != Code::Ok => {
+            from_headers = Status::from_header_map(response.headers());
+            from_headers.as_ref()
+        }
+        None => None,
+    };
     // The id may be anything a client sent: cap its length, and log it quoted (Debug) so that
     // control characters cannot forge log lines.
     let id = note
@@ -97,6 +123,11 @@ pub(super) fn write(
     // it and `error` are left out when absent.
     let status_message = status.map(Status::message);
     let error = status.and_then(Error::source).map(CauseChain);
+    // Left out of reads' lines. A caller is never a token, only its digest's first digits.
+    let caller = match &note.kind {
+        RpcKind::Write { caller } => Some(caller.as_str()),
+        RpcKind::Read => None,
+    };
     // tracing needs a constant level for each line: one macro, three levels. Fields are only
     // evaluated once the level is known to be enabled.
     macro_rules! line {
@@ -108,15 +139,16 @@ pub(super) fn write(
                 ?id,
                 code = code_name(code),
                 latency_ms = started.elapsed().as_secs_f64() * 1000.0,
+                caller,
                 status_message,
                 error = error.as_ref().map(tracing::field::display),
                 "rpc"
             )
         };
     }
-    match (code, note.kind) {
-        (Code::Internal | Code::Unavailable, _) => line!(Level::ERROR),
-        (Code::Ok | Code::NotFound, RpcKind::Read) => line!(Level::DEBUG),
+    match level {
+        Level::ERROR => line!(Level::ERROR),
+        Level::DEBUG => line!(Level::DEBUG),
         _ => line!(Level::INFO),
     }
 }
@@ -153,11 +185,15 @@ mod tests {
     #[tokio::test]
     async fn a_note_is_read_back_from_the_slot_of_its_rpc_only() {
         note(RpcKind::Read, "outside".into());
-        let mut future = std::pin::pin!(with_slot(async {
-            note(RpcKind::Write, "ws-1".into());
+        let write = RpcKind::Write {
+            caller: Caller::anonymous(),
+        };
+        let mut future = std::pin::pin!(with_slot({
+            let write = write.clone();
+            async move { note(write, "ws-1".into()) }
         }));
         future.as_mut().await;
         let noted = take_note(future).unwrap();
-        assert_eq!((noted.kind, noted.id.as_str()), (RpcKind::Write, "ws-1"));
+        assert_eq!((noted.kind, noted.id.as_str()), (write, "ws-1"));
     }
 }

@@ -29,6 +29,7 @@ pub struct StoreMetrics {
     list: Histogram,
     delete_expired: Histogram,
     count: Histogram,
+    count_expired: Histogram,
 }
 
 impl StoreMetrics {
@@ -54,6 +55,7 @@ impl StoreMetrics {
             list: op("list"),
             delete_expired: op("delete_expired"),
             count: op("count"),
+            count_expired: op("count_expired"),
         })
     }
 }
@@ -120,6 +122,11 @@ impl Store for InstrumentedStore {
     async fn count(&self, now: DateTime<Utc>) -> Result<u64, Error> {
         let _timer = self.metrics.count.start_timer();
         self.inner.count(now).await
+    }
+
+    async fn count_expired(&self, now: DateTime<Utc>) -> Result<u64, Error> {
+        let _timer = self.metrics.count_expired.start_timer();
+        self.inner.count_expired(now).await
     }
 
     fn pool_stats(&self) -> Vec<PoolStats> {

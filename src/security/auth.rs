@@ -8,6 +8,9 @@
 //!   configured; otherwise they are open, as registry facades expect;
 //! - SpecAdmin: the admin role, once any credentials are configured.
 //!
+//! A SpecAdmin call let through carries its caller's identity ([`Caller`]) in its extensions, for
+//! the handlers to record who wrote.
+//!
 //! Tokens are compared in constant time and never logged. Token files are re-read when they
 //! change ([`super::watch_files`]).
 
@@ -26,6 +29,7 @@ use tower_service::Service;
 
 use super::tls::ConnInfo;
 use crate::config::AuthSettings;
+use crate::domain::Caller;
 
 /// Path prefix of the admin service's methods.
 const ADMIN_PREFIX: &str = "/specprovider.v1.SpecAdmin/";
@@ -119,28 +123,29 @@ impl Credentials {
         }
     }
 
-    /// The role of a client certificate's identity.
-    fn subject_role(&self, names: &[String]) -> Option<Role> {
-        if names.iter().any(|n| self.admin_subjects.contains(n)) {
-            Some(Role::Admin)
-        } else if names.iter().any(|n| self.reader_subjects.contains(n)) {
-            Some(Role::Reader)
+    /// The role a client certificate's names grant, and the name that grants it.
+    fn subject_role<'a>(&self, names: &'a [String]) -> Option<(Role, &'a str)> {
+        let granting = |subjects: &HashSet<String>| names.iter().find(|n| subjects.contains(*n));
+        if let Some(name) = granting(&self.admin_subjects) {
+            Some((Role::Admin, name))
         } else {
-            None
+            granting(&self.reader_subjects).map(|name| (Role::Reader, name.as_str()))
         }
     }
 
-    /// Lets a call to `path` through, or says why not.
+    /// Lets a call to `path` through, or says why not. A SpecAdmin call that is let through
+    /// gets its caller's identity (`Some`), which records who wrote a spec; other calls need
+    /// none, and GetImageSpec should not pay for hashing a token.
     pub fn authorize(
         &self,
         path: &str,
         headers: &HeaderMap,
         conn: Option<&ConnInfo>,
-    ) -> Result<(), Status> {
+    ) -> Result<Option<Caller>, Status> {
         if path.starts_with(HEALTH_PREFIX) {
-            return Ok(());
+            return Ok(None);
         }
-        let token_role = match headers.get(http::header::AUTHORIZATION) {
+        let token = match headers.get(http::header::AUTHORIZATION) {
             None => None,
             Some(value) => {
                 let token = value
@@ -151,35 +156,61 @@ impl Credentials {
                         Status::unauthenticated(
                             "the authorization metadata must be `Bearer <token>`",
                         )
-                    })?;
-                Some(
-                    self.token_role(token.trim().as_bytes())
-                        .ok_or_else(|| Status::unauthenticated("unknown bearer token"))?,
-                )
+                    })?
+                    .trim()
+                    .as_bytes();
+                let role = self
+                    .token_role(token)
+                    .ok_or_else(|| Status::unauthenticated("unknown bearer token"))?;
+                Some((role, token))
             }
         };
-        let subject_role = conn
-            .and_then(|c| c.peer.as_ref())
-            .and_then(|peer| self.subject_role(&peer.names));
-        let role = token_role.max(subject_role);
+        let names = conn
+            .and_then(|c| c.peer.as_deref())
+            .map_or(&[][..], |peer| peer.names.as_slice());
+        let subject = self.subject_role(names);
+        let role = token
+            .map(|(role, _)| role)
+            .max(subject.map(|(role, _)| role));
         if path.starts_with(ADMIN_PREFIX) {
             match role {
-                Some(Role::Admin) => Ok(()),
-                _ if !self.any() => Ok(()),
-                Some(Role::Reader) => Err(Status::permission_denied(
-                    "SpecAdmin needs the admin role; these credentials have the reader role",
-                )),
-                None => Err(Status::unauthenticated(
-                    "SpecAdmin needs an admin bearer token or client certificate",
-                )),
+                Some(Role::Admin) => {}
+                _ if !self.any() => {}
+                Some(Role::Reader) => {
+                    return Err(Status::permission_denied(
+                        "SpecAdmin needs the admin role; these credentials have the reader role",
+                    ));
+                }
+                None => {
+                    return Err(Status::unauthenticated(
+                        "SpecAdmin needs an admin bearer token or client certificate",
+                    ));
+                }
             }
+            Ok(Some(caller(token, subject, names)))
         } else if role.is_some() || !self.reads_restricted() {
-            Ok(())
+            Ok(None)
         } else {
             Err(Status::unauthenticated(
                 "a reader or admin bearer token or client certificate is needed",
             ))
         }
+    }
+}
+
+/// Who a caller let through is: the credential that granted its role (the certificate when both
+/// grant the same role), else, where no credentials are configured, its certificate's first name
+/// (under mutual TLS the CA vouches for it), else anonymous.
+fn caller(token: Option<(Role, &[u8])>, subject: Option<(Role, &str)>, names: &[String]) -> Caller {
+    match (token, subject) {
+        (Some((token_role, _)), Some((subject_role, name))) if subject_role >= token_role => {
+            Caller::certificate(name)
+        }
+        (None, Some((_, name))) => Caller::certificate(name),
+        (Some((_, token)), _) => Caller::token(token),
+        (None, None) => names
+            .first()
+            .map_or_else(Caller::anonymous, |name| Caller::certificate(name)),
     }
 }
 
@@ -301,14 +332,20 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
+    fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
         let verdict = self.credentials.get().authorize(
             req.uri().path(),
             req.headers(),
             req.extensions().get::<ConnInfo>(),
         );
         match verdict {
-            Ok(()) => Either::Left(self.inner.call(req)),
+            Ok(caller) => {
+                // The handlers read it from the request's extensions.
+                if let Some(caller) = caller {
+                    req.extensions_mut().insert(caller);
+                }
+                Either::Left(self.inner.call(req))
+            }
             Err(status) => {
                 // At INFO, as other client errors are: a misconfigured client shows up in the log.
                 // The path and code only; never the credentials.
@@ -351,7 +388,7 @@ mod tests {
         headers
     }
 
-    fn code(result: Result<(), Status>) -> Code {
+    fn code<T>(result: Result<T, Status>) -> Code {
         result.err().map_or(Code::Ok, |s| s.code())
     }
 
@@ -397,6 +434,66 @@ mod tests {
             code(creds.authorize(path, &bearer("reader-1"), Some(&conn))),
             Code::Ok
         );
+    }
+
+    #[test]
+    fn a_spec_admin_call_carries_the_identity_that_granted_its_role() {
+        let creds = credentials(&["reader-1"]);
+        let put = "/specprovider.v1.SpecAdmin/PutSpec";
+        let with_names = |names: &[&str]| ConnInfo {
+            remote_addr: None,
+            peer: Some(Arc::new(PeerIdentity {
+                names: names.iter().map(|n| (*n).to_owned()).collect(),
+            })),
+        };
+        let caller = |headers: &HeaderMap, conn: Option<&ConnInfo>| {
+            creds
+                .authorize(put, headers, conn)
+                .unwrap()
+                .expect("a SpecAdmin call has a caller")
+                .to_string()
+        };
+        assert_eq!(
+            caller(&bearer("admin-1"), None),
+            Caller::token(b"admin-1").to_string()
+        );
+        // The name that is an admin subject, not the certificate's first name.
+        let admin_cert = with_names(&["other", "ws-manager"]);
+        assert_eq!(
+            caller(&HeaderMap::new(), Some(&admin_cert)),
+            "cert:ws-manager"
+        );
+        // The certificate grants the role, not the reader token sent with it.
+        assert_eq!(
+            caller(&bearer("reader-1"), Some(&admin_cert)),
+            "cert:ws-manager"
+        );
+        // The admin token grants the role, not the unmapped certificate.
+        let stranger = with_names(&["stranger"]);
+        assert_eq!(
+            caller(&bearer("admin-1"), Some(&stranger)),
+            Caller::token(b"admin-1").to_string()
+        );
+
+        // Reads carry no identity.
+        let read = "/registryfacade.SpecProvider/GetImageSpec";
+        assert_eq!(
+            creds.authorize(read, &bearer("admin-1"), None).unwrap(),
+            None
+        );
+
+        // Without credentials configured, SpecAdmin is open: the certificate's first name, or
+        // anonymous.
+        let open = Credentials::default();
+        let open_caller = |conn: Option<&ConnInfo>| {
+            open.authorize(put, &HeaderMap::new(), conn)
+                .unwrap()
+                .unwrap()
+                .to_string()
+        };
+        assert_eq!(open_caller(Some(&stranger)), "cert:stranger");
+        assert_eq!(open_caller(None), "anonymous");
+        assert_eq!(open_caller(Some(&with_names(&[]))), "anonymous");
     }
 
     #[test]

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use prometheus::IntGauge;
 use tonic_health::ServingStatus;
 use tonic_health::pb::health_server::HealthServer;
 use tonic_health::server::{HealthReporter, HealthService};
@@ -15,19 +16,21 @@ use super::router::SERVICES;
 /// only waits for its database.
 pub const LIVENESS_SERVICE: &str = "liveness";
 
-/// The health statuses of the server and each service, and `/readyz`, moved together. Clones
-/// share them. Once shutdown starts it stays NOT_SERVING.
+/// The health statuses of the server and each service, `/readyz` and the `spec_provider_ready`
+/// gauge, moved together. Clones share them. Once shutdown starts it stays NOT_SERVING.
 #[derive(Clone)]
 pub(super) struct Health {
     reporter: HealthReporter,
     /// What `/readyz` answers: whether the statuses are SERVING.
     serving: Arc<AtomicBool>,
     stopping: Arc<AtomicBool>,
+    /// `spec_provider_ready`: 1 exactly while `serving`.
+    ready_gauge: IntGauge,
 }
 
 impl Health {
-    /// Health NOT_SERVING (but [`LIVENESS_SERVICE`]).
-    pub(super) async fn start() -> Self {
+    /// Health NOT_SERVING (but [`LIVENESS_SERVICE`]), shown by `ready_gauge` too.
+    pub(super) async fn start(ready_gauge: IntGauge) -> Self {
         let reporter = HealthReporter::new();
         reporter
             .set_service_status(LIVENESS_SERVICE, ServingStatus::Serving)
@@ -36,6 +39,7 @@ impl Health {
             reporter,
             serving: Arc::new(AtomicBool::new(false)),
             stopping: Arc::new(AtomicBool::new(false)),
+            ready_gauge,
         };
         // tonic-health starts the overall service SERVING: not before the database answers.
         health.set(false).await;
@@ -54,9 +58,11 @@ impl Health {
         } else {
             ServingStatus::NotServing
         };
-        // Before the gRPC statuses: whoever sees the new status over gRPC finds `/readyz` agreeing.
-        self.serving
-            .store(status == ServingStatus::Serving, Ordering::Release);
+        // Before the gRPC statuses: whoever sees the new status over gRPC finds `/readyz` and the
+        // gauge agreeing.
+        let serving = status == ServingStatus::Serving;
+        self.serving.store(serving, Ordering::Release);
+        self.ready_gauge.set(i64::from(serving));
         for service in std::iter::once("").chain(SERVICES) {
             self.reporter.set_service_status(service, status).await;
         }

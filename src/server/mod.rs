@@ -155,7 +155,7 @@ impl Application {
     ) -> anyhow::Result<()> {
         let admin_addr = self.admin_addr();
         let settings = &self.settings;
-        let health = health::Health::start().await;
+        let health = health::Health::start(self.metrics.ready.clone()).await;
         let metrics_server = tokio::spawn(metrics::http::serve(
             self.metrics_listener,
             self.metrics.clone(),

@@ -1,5 +1,5 @@
 //! The background tasks: the read cache following the store's changes, the database watch
-//! (migrations, then health), the sweeper of expired records, the spec counter, all three paced
+//! (migrations, then health), the sweeper of expired records, the spec counters, all three paced
 //! by one periodic-task helper ([`Pacer`]), and the reloading of TLS and token files.
 
 use std::sync::Arc;
@@ -71,7 +71,10 @@ impl Background<'_> {
         tasks.spawn(count_specs(
             self.store.clone(),
             self.state.clone(),
-            self.metrics.specs_stored.clone(),
+            SpecGauges {
+                stored: self.metrics.specs_stored.clone(),
+                expired: self.metrics.specs_expired.clone(),
+            },
             settings.metrics.refresh_interval,
             cancel.clone(),
         ));
@@ -262,22 +265,34 @@ async fn sweep_expired(
     }
 }
 
-/// Counts the live specs into `spec_provider_specs_stored` every `interval`, once the database is
-/// ready (checked more often until then, so that the gauge does not read 0 for a whole interval
+/// The gauges [`count_specs`] sets.
+struct SpecGauges {
+    /// `spec_provider_specs_stored`.
+    stored: prometheus::IntGauge,
+    /// `spec_provider_specs_expired`.
+    expired: prometheus::IntGauge,
+}
+
+/// Counts the live specs into `spec_provider_specs_stored`, and the expired ones the sweeper has
+/// not deleted yet into `spec_provider_specs_expired`, every `interval`, once the database is
+/// ready (checked more often until then, so that the gauges do not read 0 for a whole interval
 /// after start-up). A failed count keeps the last value: the database check reports the outage.
 async fn count_specs(
     store: Arc<dyn Store>,
     state: ApiState,
-    specs_stored: prometheus::IntGauge,
+    gauges: SpecGauges,
     interval: Duration,
     cancel: CancellationToken,
 ) {
     let mut pacer = Pacer::new(Pace::retrying_sooner(interval), cancel);
     while pacer.next_round().await {
-        let counted = state.is_ready()
-            && match store.count(micros_now()).await {
+        let counted = state.is_ready() && {
+            let now = micros_now();
+            let stored = store.count(now).await;
+            let expired = store.count_expired(now).await;
+            let gauge = |gauge: &prometheus::IntGauge, count: Result<u64, _>| match count {
                 Ok(count) => {
-                    specs_stored.set(i64::try_from(count).unwrap_or(i64::MAX));
+                    gauge.set(i64::try_from(count).unwrap_or(i64::MAX));
                     true
                 }
                 Err(err) => {
@@ -288,6 +303,9 @@ async fn count_specs(
                     false
                 }
             };
+            // Both, whichever fails.
+            gauge(&gauges.stored, stored) & gauge(&gauges.expired, expired)
+        };
         pacer.finished(counted);
     }
 }

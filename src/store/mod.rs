@@ -64,6 +64,10 @@ pub trait Store: Send + Sync + 'static {
     /// meant for a gauge refreshed now and then, not for requests.
     async fn count(&self, now: DateTime<Utc>) -> Result<u64, Error>;
 
+    /// How many records have expired at `now` but are still stored, waiting for the sweeper.
+    /// It reads the expiry index only.
+    async fn count_expired(&self, now: DateTime<Utc>) -> Result<u64, Error>;
+
     /// The state of the connection pools, for metrics.
     fn pool_stats(&self) -> Vec<PoolStats>;
 

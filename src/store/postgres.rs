@@ -223,6 +223,10 @@ impl Store for PostgresStore {
         Ok(u64::try_from(count).unwrap_or(0))
     }
 
+    async fn count_expired(&self, now: DateTime<Utc>) -> Result<u64, Error> {
+        Postgres::count_expired(&self.pool, now).await
+    }
+
     fn pool_stats(&self) -> Vec<PoolStats> {
         vec![PoolStats::of("main", &self.pool)]
     }
@@ -277,6 +281,8 @@ pub(super) struct SpecRow {
     create_time: DateTime<Utc>,
     update_time: DateTime<Utc>,
     expire_time: Option<DateTime<Utc>>,
+    created_by: String,
+    updated_by: String,
 }
 
 impl TryFrom<SpecRow> for SpecRecord {
@@ -292,6 +298,8 @@ impl TryFrom<SpecRow> for SpecRecord {
             create_time: row.create_time,
             update_time: row.update_time,
             expire_time: row.expire_time,
+            created_by: row.created_by,
+            updated_by: row.updated_by,
         })
     }
 }

@@ -18,8 +18,8 @@ use crate::domain::{
 };
 
 /// The columns after the spec, in the order of a [`Dialect::SpecRow`]'s fields.
-const COLUMNS_AFTER_SPEC: &str =
-    "spec_digest, labels, generation, create_time, update_time, expire_time";
+const COLUMNS_AFTER_SPEC: &str = "spec_digest, labels, generation, create_time, update_time, \
+     expire_time, created_by, updated_by";
 
 /// What a delete did.
 pub(super) struct DeleteOutcome {
@@ -118,6 +118,26 @@ where
         async move {
             let result = sql.build().execute(executor).await.map_err(db_error)?;
             Ok(Self::rows_affected(&result))
+        }
+    }
+
+    /// How many rows have expired at `now`, counted from the expiry index.
+    fn count_expired<'c>(
+        executor: impl Executor<'c, Database = Self> + 'c,
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = Result<u64, Error>> + Send + 'c
+    where
+        (i64,): for<'r> FromRow<'r, Self::Row>,
+    {
+        let mut sql = QueryBuilder::<Self>::new("SELECT count(*) FROM specs WHERE expire_time <= ");
+        Self::push_time(&mut sql, Some(now));
+        async move {
+            let count: i64 = sql
+                .build_query_scalar()
+                .fetch_one(executor)
+                .await
+                .map_err(db_error)?;
+            Ok(u64::try_from(count).unwrap_or(0))
         }
     }
 
@@ -281,7 +301,11 @@ where
             Self::push_time(&mut sql, Some(record.update_time));
             sql.push(", ");
             Self::push_time(&mut sql, record.expire_time);
-            sql.push(")");
+            sql.push(", ")
+                .push_bind(record.created_by.as_str())
+                .push(", ")
+                .push_bind(record.updated_by.as_str())
+                .push(")");
             match sql.build().execute(conn).await {
                 Ok(_) => Ok(true),
                 Err(sqlx::Error::Database(err)) if err.is_unique_violation() => Ok(false),
@@ -310,6 +334,10 @@ where
             Self::push_time(&mut sql, Some(record.update_time));
             sql.push(", expire_time = ");
             Self::push_time(&mut sql, record.expire_time);
+            sql.push(", created_by = ")
+                .push_bind(record.created_by.as_str())
+                .push(", updated_by = ")
+                .push_bind(record.updated_by.as_str());
             if with_spec {
                 sql.push(", spec = ").push_bind(spec_bytes(record)?);
             }

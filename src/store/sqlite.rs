@@ -181,6 +181,10 @@ impl Store for SqliteStore {
         Ok(u64::try_from(count).unwrap_or(0))
     }
 
+    async fn count_expired(&self, now: DateTime<Utc>) -> Result<u64, Error> {
+        Sqlite::count_expired(&self.readers, now).await
+    }
+
     fn pool_stats(&self) -> Vec<PoolStats> {
         vec![
             PoolStats::of("writer", &self.writer),
@@ -307,6 +311,8 @@ pub(super) struct SpecRow {
     create_time: i64,
     update_time: i64,
     expire_time: Option<i64>,
+    created_by: String,
+    updated_by: String,
 }
 
 impl TryFrom<SpecRow> for SpecRecord {
@@ -330,6 +336,8 @@ impl TryFrom<SpecRow> for SpecRecord {
             create_time: from_micros(row.create_time)?,
             update_time: from_micros(row.update_time)?,
             expire_time: row.expire_time.map(from_micros).transpose()?,
+            created_by: row.created_by,
+            updated_by: row.updated_by,
         })
     }
 }

@@ -50,30 +50,29 @@ fn example_ids() -> BTreeSet<String> {
 
 /// What a run of the binary left behind.
 #[derive(Debug)]
-pub struct Run {
-    /// The exit code (none when killed by a signal).
-    pub code: Option<i32>,
+pub(crate) struct Run {
+    code: Option<i32>,
     /// Standard output.
-    pub stdout: String,
+    pub(crate) stdout: String,
     /// Standard error.
-    pub stderr: String,
+    pub(crate) stderr: String,
 }
 
 impl Run {
     /// Fails the test unless the exit code is `code`.
-    pub fn expect_code(self, code: i32) -> Self {
+    pub(crate) fn expect_code(self, code: i32) -> Self {
         assert_eq!(self.code, Some(code), "{self:#?}");
         self
     }
 
     /// Stdout parsed as one JSON value.
-    pub fn json<T: serde::de::DeserializeOwned>(&self) -> T {
+    pub(crate) fn json<T: serde::de::DeserializeOwned>(&self) -> T {
         serde_json::from_str(&self.stdout)
             .unwrap_or_else(|err| panic!("stdout is not the expected JSON ({err}): {self:#?}"))
     }
 
     /// Stdout parsed as JSON lines.
-    fn json_lines<T: serde::de::DeserializeOwned>(&self) -> Vec<T> {
+    pub(crate) fn json_lines<T: serde::de::DeserializeOwned>(&self) -> Vec<T> {
         self.stdout
             .lines()
             .map(|line| serde_json::from_str(line).unwrap_or_else(|err| panic!("{err}: {line}")))
@@ -83,7 +82,7 @@ impl Run {
 
 /// Runs the binary with `SPEC_PROVIDER_ADDR` set to `addr` and nothing else from the
 /// environment; fails the test if it does not exit within the deadline.
-async fn run_at(addr: &str, args: &[&str], stdin: Option<&[u8]>) -> Run {
+pub(crate) async fn run_at(addr: &str, args: &[&str], stdin: Option<&[u8]>) -> Run {
     let mut child = tokio::process::Command::new(BIN)
         .env_clear()
         .env("SPEC_PROVIDER_ADDR", addr)
@@ -115,7 +114,7 @@ async fn run_at(addr: &str, args: &[&str], stdin: Option<&[u8]>) -> Run {
 }
 
 /// Runs the binary against `app`.
-pub async fn run(app: &TestApp, args: &[&str]) -> Run {
+pub(crate) async fn run(app: &TestApp, args: &[&str]) -> Run {
     run_at(&format!("http://{}", app.addr), args, None).await
 }
 
@@ -202,7 +201,7 @@ fn failed_by_id(report: &serde_json::Value) -> std::collections::BTreeMap<String
 }
 
 /// The ids listed under `key` in an import report.
-fn ids(report: &serde_json::Value, key: &str) -> BTreeSet<String> {
+pub(crate) fn ids(report: &serde_json::Value, key: &str) -> BTreeSet<String> {
     report[key]
         .as_array()
         .unwrap_or_else(|| panic!("no {key} in {report}"))
@@ -308,6 +307,7 @@ async fn put_get_list_and_delete_print_json_and_tables(backend: Backend) {
         "GENERATION",
         "LABELS",
         "UPDATED",
+        "UPDATED BY",
         "EXPIRES",
         "SPEC DIGEST",
     ] {

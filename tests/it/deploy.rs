@@ -11,7 +11,7 @@ use spec_provider::config::Settings;
 /// The oldest Kubernetes the manifests are meant for (gRPC probes are GA since 1.27).
 const KUBERNETES_VERSION: &str = "1.30.0";
 
-fn manifest_dir() -> PathBuf {
+pub(crate) fn manifest_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/kubernetes")
 }
 
@@ -31,7 +31,7 @@ fn manifests() -> Vec<PathBuf> {
 }
 
 /// Runs `kubernetes-validate --strict` (unknown fields are errors) on `files`.
-fn kubernetes_validate(files: &[PathBuf]) -> std::process::Output {
+pub(crate) fn kubernetes_validate(files: &[PathBuf]) -> std::process::Output {
     Command::new("kubernetes-validate")
         .args(["--strict", "--quiet", "-k", KUBERNETES_VERSION])
         .args(files)

@@ -51,6 +51,7 @@ macro_rules! on_both_backends {
 }
 
 mod app;
+mod authors;
 mod cache;
 mod cli;
 mod cli_client;
@@ -63,6 +64,7 @@ mod grpc;
 mod health;
 mod hostile;
 mod model;
+mod monitoring;
 mod observability;
 mod pg_cluster;
 mod process;

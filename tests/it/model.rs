@@ -9,7 +9,7 @@ use chrono::{DateTime, Duration, Utc};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError, TestRunner};
 use spec_provider::domain::validate::{DurationInput, PutInput, ValidationRules, validate_put};
-use spec_provider::domain::{DeleteCommand, Error, Labels, ListQuery, SpecId, micros_now};
+use spec_provider::domain::{Caller, DeleteCommand, Error, Labels, ListQuery, SpecId, micros_now};
 use spec_provider::store::Store;
 
 use crate::db::{Backend, TestDb};
@@ -269,6 +269,7 @@ async fn store_step(
                     ttl: ttl.map(|seconds| DurationInput { seconds, nanos: 0 }),
                 },
                 &rules,
+                Caller::anonymous(),
             )
             .unwrap();
             match store.put(cmd, now).await {

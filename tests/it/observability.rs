@@ -27,6 +27,7 @@ on_both_backends!(
     grpc_metrics_count_exactly_the_rpcs_sent_with_go_names_and_codes,
     store_gauges_and_histograms_follow_the_traffic,
     the_sweeper_counts_what_it_deletes,
+    expired_specs_are_counted_until_the_sweeper_deletes_them,
 );
 
 const PROVIDER: &str = "registryfacade.SpecProvider";
@@ -196,18 +197,7 @@ async fn the_sweeper_counts_what_it_deletes(backend: Backend) {
     })
     .await;
     for id in ["ws-a", "ws-b"] {
-        put_spec(
-            &app,
-            PutSpecRequest {
-                ttl: Some(pbjson_types::Duration {
-                    seconds: 1,
-                    nanos: 0,
-                }),
-                ..put(id, minimal_spec(1))
-            },
-        )
-        .await
-        .unwrap();
+        put_spec(&app, leased(id, 1)).await.unwrap();
     }
     put_spec(&app, put("ws-keep", minimal_spec(1)))
         .await
@@ -217,6 +207,40 @@ async fn the_sweeper_counts_what_it_deletes(backend: Backend) {
     wait_for_metric(&app, deleted, 2.0).await;
     let stored = |metrics: &Metrics| metrics.value("spec_provider_specs_stored", &[]);
     wait_for_metric(&app, stored, 1.0).await;
+    wait_for_metric(&app, expired, 0.0).await;
+}
+
+async fn expired_specs_are_counted_until_the_sweeper_deletes_them(backend: Backend) {
+    // The default sweeper interval (a minute) deletes nothing while the test runs.
+    let app = spawn_app(backend).await;
+    put_spec(&app, put("ws-keep", minimal_spec(1)))
+        .await
+        .unwrap();
+    for id in ["ws-a", "ws-b"] {
+        put_spec(&app, leased(id, 1)).await.unwrap();
+    }
+    put_spec(&app, leased("ws-later", 3600)).await.unwrap();
+    let metrics = wait_for_metric(&app, expired, 2.0).await;
+    assert_eq!(metrics.value("spec_provider_specs_stored", &[]), Some(2.0));
+    assert_eq!(
+        metrics.value("spec_provider_sweeper_deleted_total", &[]),
+        Some(0.0)
+    );
+    // A put over an expired spec makes it live again: it no longer waits for the sweeper.
+    put_spec(&app, put("ws-a", minimal_spec(1))).await.unwrap();
+    wait_for_metric(&app, expired, 1.0).await;
+}
+
+fn expired(metrics: &Metrics) -> Option<f64> {
+    metrics.value("spec_provider_specs_expired", &[])
+}
+
+/// A put of a minimal spec that expires `seconds` after it.
+fn leased(id: &str, seconds: i64) -> PutSpecRequest {
+    PutSpecRequest {
+        ttl: Some(pbjson_types::Duration { seconds, nanos: 0 }),
+        ..put(id, minimal_spec(1))
+    }
 }
 
 #[tokio::test]
@@ -253,6 +277,7 @@ async fn healthz_and_readyz_follow_health_through_shutdown() {
         http_get(app.metrics_addr, "/readyz").await,
         (200, "SERVING\n".to_owned())
     );
+    assert_eq!(ready_gauge(&app).await, 1.0);
 
     // An open Watch stream keeps the server draining (up to the grace period) after shutdown
     // begins, and tells when health turned NOT_SERVING.
@@ -280,13 +305,14 @@ async fn healthz_and_readyz_follow_health_through_shutdown() {
         http_get(app.metrics_addr, "/readyz").await,
         (503, "NOT_SERVING\n".to_owned())
     );
+    assert_eq!(ready_gauge(&app).await, 0.0);
     assert_eq!(http_get(app.metrics_addr, "/healthz").await.0, 200);
     drop(watch);
     app.stop().await.unwrap();
 }
 
 #[tokio::test]
-async fn readyz_is_503_while_postgres_is_unreachable() {
+async fn readyz_and_the_ready_gauge_say_not_ready_while_postgres_is_unreachable() {
     let db = TestDb::new(Backend::Postgres).await;
     let (gate, settings) = behind_gate(&db).await;
     let app = start(settings).await;
@@ -294,6 +320,7 @@ async fn readyz_is_503_while_postgres_is_unreachable() {
     // Health is NOT_SERVING from the start, until the database first answers.
     assert_eq!(app.health_status("").await, ServingStatus::NotServing);
     assert_eq!(http_get(app.metrics_addr, "/readyz").await.0, 503);
+    assert_eq!(ready_gauge(&app).await, 0.0);
     assert_eq!(http_get(app.metrics_addr, "/healthz").await.0, 200);
     // Alive all the same: restarting would not bring the database back.
     assert_eq!(
@@ -304,14 +331,25 @@ async fn readyz_is_503_while_postgres_is_unreachable() {
     gate.open();
     app.wait_for_health(ServingStatus::Serving).await;
     assert_eq!(http_get(app.metrics_addr, "/readyz").await.0, 200);
+    assert_eq!(ready_gauge(&app).await, 1.0);
 
     gate.close();
     app.wait_for_health(ServingStatus::NotServing).await;
     assert_eq!(http_get(app.metrics_addr, "/readyz").await.0, 503);
+    assert_eq!(ready_gauge(&app).await, 0.0);
 
     gate.open();
     app.wait_for_health(ServingStatus::Serving).await;
     assert_eq!(http_get(app.metrics_addr, "/readyz").await.0, 200);
+    assert_eq!(ready_gauge(&app).await, 1.0);
+}
+
+/// `spec_provider_ready`, which must be served.
+async fn ready_gauge(app: &TestApp) -> f64 {
+    scrape(app.metrics_addr)
+        .await
+        .value("spec_provider_ready", &[])
+        .expect("spec_provider_ready is served")
 }
 
 #[tokio::test]
@@ -368,7 +406,8 @@ async fn request_ids_are_echoed_and_made_when_absent() {
     }
 }
 
-/// The binary with JSON logs: each RPC's line carries its request id, method, code and latency;
+/// The binary with JSON logs: each RPC's line carries its request id, method, code and latency
+/// (and a write's its caller);
 /// a client error logs at INFO, a GetImageSpec of an unknown id not at all (at DEBUG).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn json_log_lines_carry_the_request_id_method_code_and_latency() {
@@ -418,6 +457,8 @@ async fn json_log_lines_carry_the_request_id_method_code_and_latency() {
         assert_eq!(event["code"], code, "{event}");
         assert_eq!(event["level"], "INFO", "{event}");
         assert!(event["latency_ms"].as_f64().is_some(), "{event}");
+        // A write names its caller, refused or not; this server takes no credentials.
+        assert_eq!(event["caller"], "anonymous", "{event}");
         // Spans are not exported: the span carries the request id alone, no `otel.*` fields.
         assert_eq!(
             event["span"],
@@ -427,6 +468,42 @@ async fn json_log_lines_carry_the_request_id_method_code_and_latency() {
         if code != "OK" {
             assert!(event["status_message"].is_string(), "{event}");
         }
+    }
+}
+
+/// With DEBUG on for the API, a GetImageSpec of an unknown id logs its line, from the store and
+/// from the negative cache alike: method, id, code NotFound and the message the client got.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unknown_ids_line_at_debug_carries_its_code_and_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("specs.db").display());
+    let mut server =
+        ServerProcess::start(&url, &[("RUST_LOG", "info,spec_provider::api=debug")]).await;
+    server.wait_until_serving().await;
+    let mut provider = SpecProviderClient::new(server.channel().await);
+    for request_id in ["req-absent-1", "req-absent-2"] {
+        let mut request = tonic::Request::new(GetImageSpecRequest {
+            id: "ws-absent".into(),
+        });
+        request
+            .metadata_mut()
+            .insert("x-request-id", request_id.parse().unwrap());
+        let absent = provider.get_image_spec(request).await.unwrap_err();
+        assert_eq!(absent.code(), Code::NotFound);
+        let event = server
+            .next_event(request_id, |e| {
+                e["message"] == "rpc" && e["span"]["request_id"] == request_id
+            })
+            .await;
+        assert_eq!(event["level"], "DEBUG", "{event}");
+        assert_eq!(
+            event["method"], "registryfacade.SpecProvider/GetImageSpec",
+            "{event}"
+        );
+        assert_eq!(event["id"], "\"ws-absent\"", "{event}");
+        assert_eq!(event["code"], "NotFound", "{event}");
+        assert_eq!(event["status_message"], absent.message(), "{event}");
+        assert!(event["latency_ms"].as_f64().is_some(), "{event}");
     }
 }
 
@@ -636,7 +713,8 @@ async fn wait_for_metric(
 
 /// One scrape.
 pub(crate) struct Metrics {
-    text: String,
+    /// The whole answer, in the Prometheus text format.
+    pub(crate) text: String,
 }
 
 impl Metrics {

@@ -16,6 +16,7 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use rustls::{ClientConfig, ProtocolVersion, RootCertStore, SupportedProtocolVersion};
 use spec_provider::config::{Secret, Settings};
+use spec_provider::domain::Caller;
 use spec_provider::proto::registryfacade::GetImageSpecRequest;
 use spec_provider::proto::registryfacade::spec_provider_client::SpecProviderClient;
 use spec_provider::proto::specprovider::v1::spec_admin_client::SpecAdminClient;
@@ -23,6 +24,7 @@ use spec_provider::proto::specprovider::v1::{DeleteSpecRequest, GetSpecRequest, 
 use spec_provider::server::Application;
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
+use tonic::metadata::MetadataValue;
 use tonic::transport::{Channel, Endpoint, Uri};
 use tonic::{Code, Request, Status};
 use tonic_health::pb::HealthCheckRequest;
@@ -43,18 +45,18 @@ const READER_TOKEN: &str = "reader-5a2b6c7d9e0f";
 // ---------------------------------------------------------------------------------------------
 
 /// A certificate authority that issues server and client certificates.
-struct Ca {
+pub(crate) struct Ca {
     issuer: CertifiedIssuer<'static, KeyPair>,
 }
 
 /// A certificate and its key, in PEM.
-struct Pair {
-    cert: String,
-    key: String,
+pub(crate) struct Pair {
+    pub(crate) cert: String,
+    pub(crate) key: String,
 }
 
 impl Ca {
-    fn new(name: &str) -> Self {
+    pub(crate) fn new(name: &str) -> Self {
         let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         params.distinguished_name.push(DnType::CommonName, name);
@@ -67,11 +69,16 @@ impl Ca {
         Self { issuer }
     }
 
-    fn pem(&self) -> String {
+    pub(crate) fn pem(&self) -> String {
         self.issuer.pem()
     }
 
-    fn issue(&self, names: &[&str], common_name: &str, usage: ExtendedKeyUsagePurpose) -> Pair {
+    pub(crate) fn issue(
+        &self,
+        names: &[&str],
+        common_name: &str,
+        usage: ExtendedKeyUsagePurpose,
+    ) -> Pair {
         let mut params =
             CertificateParams::new(names.iter().map(|n| (*n).to_owned()).collect::<Vec<_>>())
                 .unwrap();
@@ -88,7 +95,7 @@ impl Ca {
     }
 
     /// A server certificate for the name registry facades send.
-    fn server(&self) -> Pair {
+    pub(crate) fn server(&self) -> Pair {
         self.issue(
             &["ws-manager"],
             "spec-provider",
@@ -103,12 +110,12 @@ impl Ca {
 }
 
 /// The server's TLS files in a directory of their own.
-struct ServerFiles {
+pub(crate) struct ServerFiles {
     dir: tempfile::TempDir,
 }
 
 impl ServerFiles {
-    fn new(ca: &Ca, server: &Pair) -> Self {
+    pub(crate) fn new(ca: &Ca, server: &Pair) -> Self {
         let files = Self {
             dir: tempfile::tempdir().unwrap(),
         };
@@ -130,7 +137,7 @@ impl ServerFiles {
         }
     }
 
-    fn configure(&self, settings: &mut Settings, mutual: bool) {
+    pub(crate) fn configure(&self, settings: &mut Settings, mutual: bool) {
         settings.tls.cert = Some(self.path("tls.crt"));
         settings.tls.key = Some(self.path("tls.key"));
         if mutual {
@@ -145,12 +152,12 @@ impl ServerFiles {
 
 /// What a connection negotiated.
 #[derive(Debug, Clone, Copy)]
-struct Negotiated {
+pub(crate) struct Negotiated {
     version: ProtocolVersion,
     suite: rustls::CipherSuite,
 }
 
-fn client_config(
+pub(crate) fn client_config(
     ca_pem: &str,
     identity: Option<&Pair>,
     versions: &[&'static SupportedProtocolVersion],
@@ -179,7 +186,7 @@ fn client_config(
 
 /// A channel over TLS with `config`, verifying the server as `ws-manager`; `negotiated` gets
 /// what the last handshake agreed on.
-async fn tls_channel(
+pub(crate) async fn tls_channel(
     addr: SocketAddr,
     config: Arc<ClientConfig>,
     negotiated: Arc<Mutex<Option<Negotiated>>>,
@@ -706,7 +713,15 @@ async fn a_missing_token_file_fails_startup_naming_the_setting() {
 
 /// A TLS server on a fresh SQLite database; it may not be SERVING yet.
 async fn spawn_tls_app(customize: impl FnOnce(&mut Settings)) -> TlsApp {
-    let db = TestDb::new(Backend::Sqlite).await;
+    spawn_tls_app_on(Backend::Sqlite, customize).await
+}
+
+/// A TLS server on a fresh database of `backend`; it may not be SERVING yet.
+pub(crate) async fn spawn_tls_app_on(
+    backend: Backend,
+    customize: impl FnOnce(&mut Settings),
+) -> TlsApp {
+    let db = TestDb::new(backend).await;
     let mut settings = test_settings(&db);
     customize(&mut settings);
     let app = Application::build(settings).await.unwrap();
@@ -724,8 +739,8 @@ async fn spawn_tls_app(customize: impl FnOnce(&mut Settings)) -> TlsApp {
 }
 
 /// A running TLS server (`TestApp` speaks plaintext only).
-struct TlsApp {
-    addr: SocketAddr,
+pub(crate) struct TlsApp {
+    pub(crate) addr: SocketAddr,
     _shutdown: tokio::sync::oneshot::Sender<()>,
     _handle: AbortOnDrop,
     _db: TestDb,
@@ -743,7 +758,8 @@ impl Drop for AbortOnDrop {
 // ---------------------------------------------------------------------------------------------
 
 /// The binary logging at DEBUG, with tokens in a variable and in a file, answering calls with
-/// right and wrong tokens: no line shows any of them.
+/// right and wrong tokens: no line shows any of them, and writes' lines name their callers by
+/// the tokens' digests.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tokens_never_appear_in_the_logs() {
     use std::io::{BufRead, BufReader};
@@ -845,6 +861,45 @@ async fn tokens_never_appear_in_the_logs() {
         wait_for(rpc, &|l| {
             l.contains(message) && l.contains(&format!("/{rpc}\"")) && l.contains(&code)
         });
+    }
+    // A write's line names its caller by the token's digest; a delete's names who deleted.
+    let authorized = |token: &str| {
+        format!("Bearer {token}")
+            .parse::<MetadataValue<_>>()
+            .unwrap()
+    };
+    let mut admin = SpecAdminClient::new(channel.clone());
+    let mut request = Request::new(put("ws-logged", minimal_spec(1)));
+    request
+        .metadata_mut()
+        .insert("authorization", authorized(ADMIN_TOKEN));
+    admin.put_spec(request).await.unwrap();
+    let mut request = Request::new(DeleteSpecRequest {
+        id: "ws-logged".into(),
+        ..Default::default()
+    });
+    request
+        .metadata_mut()
+        .insert("authorization", authorized(FILE_TOKEN));
+    assert!(
+        admin
+            .delete_spec(request)
+            .await
+            .unwrap()
+            .into_inner()
+            .deleted
+    );
+    for (rpc, token) in [("PutSpec", ADMIN_TOKEN), ("DeleteSpec", FILE_TOKEN)] {
+        let line = wait_for(rpc, &|l| {
+            l.contains("\"rpc\"") && l.contains(&format!("/{rpc}\"")) && l.contains("ws-logged")
+        });
+        let line: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(line["code"], "OK", "{line}");
+        assert_eq!(
+            line["caller"],
+            Caller::token(token.as_bytes()).as_str(),
+            "{line}"
+        );
     }
     let _ = child.kill();
     let _ = child.wait();

@@ -11,7 +11,7 @@ use chrono::Duration;
 use prost::Message;
 use spec_provider::domain::validate::{ValidationRules, validate_spec};
 use spec_provider::domain::{
-    DeleteCommand, Error, Labels, ListQuery, PutCommand, SpecId, SpecRecord, ValidatedSpec,
+    Caller, DeleteCommand, Error, Labels, ListQuery, PutCommand, SpecId, SpecRecord, ValidatedSpec,
     micros_now,
 };
 use spec_provider::proto::registryfacade::content_layer::Spec as LayerSpec;
@@ -24,6 +24,7 @@ on_both_backends!(
     store;
     the_store_answers_pings_and_migrating_again_changes_nothing,
     a_new_spec_is_created_at_generation_1,
+    each_record_names_who_created_it_and_who_last_changed_it,
     repeating_a_put_changes_nothing,
     the_same_spec_with_new_labels_bumps_the_generation_and_replaces_the_labels,
     the_same_spec_with_new_labels_and_a_stale_generation_is_aborted,
@@ -46,6 +47,7 @@ on_both_backends!(
     list_without_spec_leaves_the_spec_out,
     delete_expired_deletes_only_expired_specs_in_batches,
     count_counts_only_live_specs,
+    count_expired_counts_expired_rows_until_they_are_swept,
     pool_stats_describe_each_pool,
     spec_bytes_round_trip_byte_for_byte,
     concurrent_replacements_with_the_same_generation_let_exactly_one_win,
@@ -153,6 +155,99 @@ mod opening {
     }
 }
 
+/// Upgrading a database that holds records from before `created_by` / `updated_by`.
+mod upgrade {
+    use spec_provider::domain::{Caller, PutCommand, micros_now};
+    use sqlx::migrate::{Migrate, Migrator};
+    use sqlx::sqlite::SqliteConnectOptions;
+    use sqlx::{Database, Encode, Executor, IntoArguments, PgPool, Pool, SqlitePool, Type};
+
+    use crate::db::{Backend, TestDb};
+
+    on_both_backends!(records_from_before_authors_were_kept_say_unknown_until_changed);
+
+    /// A migrator with only the first of `backend`'s migrations: the schema before authors.
+    async fn first_migration(backend: Backend) -> (tempfile::TempDir, Migrator) {
+        let name = match backend {
+            Backend::Sqlite => "sqlite",
+            Backend::Postgres => "postgres",
+        };
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::copy(
+            format!(
+                "{}/migrations/{name}/0001_specs.sql",
+                env!("CARGO_MANIFEST_DIR")
+            ),
+            dir.path().join("0001_specs.sql"),
+        )
+        .unwrap();
+        let migrator = Migrator::new(dir.path()).await.unwrap();
+        (dir, migrator)
+    }
+
+    /// Migrates `pool`'s database with `migrator`, then runs `insert`, which writes a record of
+    /// a spec, bound as its bytes and digest.
+    async fn write_old_record<DB>(pool: Pool<DB>, migrator: &Migrator, insert: &'static str)
+    where
+        DB: Database,
+        DB::Connection: Migrate,
+        for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+        for<'q> &'q [u8]: Encode<'q, DB> + Type<DB>,
+        for<'q> &'q str: Encode<'q, DB> + Type<DB>,
+        DB::Arguments: IntoArguments<DB>,
+    {
+        migrator.run(&pool).await.unwrap();
+        let spec = super::validated(&super::spec("v1"));
+        sqlx::query::<DB>(insert)
+            .bind(spec.bytes())
+            .bind(spec.digest())
+            .execute(&pool)
+            .await
+            .unwrap();
+        pool.close().await;
+    }
+
+    async fn records_from_before_authors_were_kept_say_unknown_until_changed(backend: Backend) {
+        let db = TestDb::new(backend).await;
+        let (_dir, migrator) = first_migration(backend).await;
+        let url = db.settings.url.expose();
+        // One record written by the previous version, at its schema.
+        match backend {
+            Backend::Sqlite => {
+                let options: SqliteConnectOptions = url.parse().unwrap();
+                let pool = SqlitePool::connect_with(options.create_if_missing(true));
+                let insert = "INSERT INTO specs (id, spec, spec_digest, generation, create_time, \
+                              update_time) VALUES ('old', ?1, ?2, 1, 0, 0)";
+                write_old_record(pool.await.unwrap(), &migrator, insert).await;
+            }
+            Backend::Postgres => {
+                let pool = PgPool::connect(url).await.unwrap();
+                let insert = "INSERT INTO specs (id, spec, spec_digest, generation, create_time, \
+                              update_time) VALUES ('old', $1, $2, 1, now(), now())";
+                write_old_record(pool, &migrator, insert).await;
+            }
+        }
+
+        // Migrating applies what is missing.
+        let store = db.store().await;
+        let now = micros_now();
+        let old = store.get(&super::id("old"), now).await.unwrap().unwrap();
+        assert_eq!(
+            (old.created_by.as_str(), old.updated_by.as_str()),
+            ("unknown", "unknown")
+        );
+
+        let relabelled = PutCommand {
+            labels: super::labels(&[("team", "ide")]),
+            caller: Caller::token(b"token-a"),
+            ..super::put("old", &super::spec("v1"))
+        };
+        let changed = store.put(relabelled, now).await.unwrap().record;
+        assert_eq!(changed.created_by, "unknown");
+        assert_eq!(changed.updated_by, Caller::token(b"token-a").as_str());
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Cases
 // ---------------------------------------------------------------------------------------------
@@ -187,6 +282,8 @@ async fn a_new_spec_is_created_at_generation_1(store: Arc<dyn Store>) {
         create_time: now,
         update_time: now,
         expire_time: None,
+        created_by: format!("cert:{WRITER}"),
+        updated_by: format!("cert:{WRITER}"),
     };
     assert_eq!(outcome.record, expected);
     assert_eq!(store.get(&id("ws-1"), now).await.unwrap(), Some(expected));
@@ -197,6 +294,73 @@ async fn a_new_spec_is_created_at_generation_1(store: Arc<dyn Store>) {
             expire_time: None,
         })
     );
+}
+
+async fn each_record_names_who_created_it_and_who_last_changed_it(store: Arc<dyn Store>) {
+    let now = micros_now();
+    let read = async |at| {
+        let record = store.get(&id("ws-1"), at).await.unwrap().unwrap();
+        let listed = store.list(&list_all(), at).await.unwrap();
+        assert_eq!(listed, std::slice::from_ref(&record));
+        (record.created_by, record.updated_by)
+    };
+    let names = |created: &str, updated: &str| (created.to_owned(), updated.to_owned());
+    let token_a = Caller::token(b"token-a").to_string();
+    let token_b = Caller::token(b"token-b").to_string();
+
+    let created = store
+        .put(by_token("token-a", put("ws-1", &spec("v1"))), now)
+        .await
+        .unwrap();
+    assert_eq!(created.record.created_by, token_a);
+    assert_eq!(read(now).await, names(&token_a, &token_a));
+
+    // The same put again changes nothing, so it names no one new.
+    let repeated = store
+        .put(by_token("token-b", put("ws-1", &spec("v1"))), now + secs(1))
+        .await
+        .unwrap();
+    assert!(!repeated.changed);
+    assert_eq!(read(now + secs(1)).await, names(&token_a, &token_a));
+
+    // A change of labels, then of spec, then of expiry: each names its caller.
+    let relabelled = PutCommand {
+        labels: labels(&[("team", "ide")]),
+        ..by_token("token-b", put("ws-1", &spec("v1")))
+    };
+    store.put(relabelled, now + secs(2)).await.unwrap();
+    assert_eq!(read(now + secs(2)).await, names(&token_a, &token_b));
+    let replaced = PutCommand {
+        labels: labels(&[("team", "ide")]),
+        expected_generation: Some(2),
+        ..put("ws-1", &spec("v2"))
+    };
+    store.put(replaced, now + secs(3)).await.unwrap();
+    let writer = format!("cert:{WRITER}");
+    assert_eq!(read(now + secs(3)).await, names(&token_a, &writer));
+    let leased = PutCommand {
+        labels: labels(&[("team", "ide")]),
+        ttl: Some(secs(10)),
+        ..by_token("token-b", put("ws-1", &spec("v2")))
+    };
+    store.put(leased, now + secs(4)).await.unwrap();
+    assert_eq!(read(now + secs(4)).await, names(&token_a, &token_b));
+
+    // A refused write names no one.
+    let stale = PutCommand {
+        expected_generation: Some(1),
+        ..put("ws-1", &spec("v3"))
+    };
+    store.put(stale, now + secs(5)).await.unwrap_err();
+    assert_eq!(read(now + secs(5)).await, names(&token_a, &token_b));
+
+    // A put over the expired record creates a new one, with a new creator.
+    let after_expiry = now + secs(20);
+    store
+        .put(put("ws-1", &spec("v1")), after_expiry)
+        .await
+        .unwrap();
+    assert_eq!(read(after_expiry).await, names(&writer, &writer));
 }
 
 async fn repeating_a_put_changes_nothing(store: Arc<dyn Store>) {
@@ -399,11 +563,9 @@ async fn put_with_the_stored_generation_replaces_the_spec(store: Arc<dyn Store>)
     let outcome = store
         .put(
             PutCommand {
-                id: id("ws-1"),
                 spec: replacement.clone(),
-                labels: Labels::new(),
                 expected_generation: Some(1),
-                ttl: None,
+                ..put("ws-1", &spec("v1"))
             },
             later,
         )
@@ -594,6 +756,8 @@ async fn a_put_over_an_expired_spec_creates_generation_1_anew(store: Arc<dyn Sto
         create_time: after_expiry,
         update_time: after_expiry,
         expire_time: None,
+        created_by: format!("cert:{WRITER}"),
+        updated_by: format!("cert:{WRITER}"),
     };
     assert!(outcome.changed);
     assert_eq!(outcome.record, expected);
@@ -1063,6 +1227,42 @@ async fn count_counts_only_live_specs(store: Arc<dyn Store>) {
     assert_eq!(store.count(now + secs(60)).await.unwrap(), 1);
 }
 
+async fn count_expired_counts_expired_rows_until_they_are_swept(store: Arc<dyn Store>) {
+    let now = micros_now();
+    store.put(put("forever", &spec("v1")), now).await.unwrap();
+    for (raw_id, ttl) in [("short", 10), ("long", 60)] {
+        store
+            .put(
+                PutCommand {
+                    ttl: Some(secs(ttl)),
+                    ..put(raw_id, &spec("v1"))
+                },
+                now,
+            )
+            .await
+            .unwrap();
+    }
+    assert_eq!(store.count_expired(now).await.unwrap(), 0);
+    // Expiry is inclusive, as for every read.
+    assert_eq!(store.count_expired(now + secs(10)).await.unwrap(), 1);
+    assert_eq!(store.count_expired(now + secs(60)).await.unwrap(), 2);
+    // A deleted expired row no longer waits for the sweeper; a swept one neither.
+    store
+        .delete(
+            &DeleteCommand {
+                allow_missing: true,
+                ..delete("short")
+            },
+            now + secs(60),
+        )
+        .await
+        .unwrap();
+    assert_eq!(store.count_expired(now + secs(60)).await.unwrap(), 1);
+    assert_eq!(store.delete_expired(now + secs(60), 10).await.unwrap(), 1);
+    assert_eq!(store.count_expired(now + secs(60)).await.unwrap(), 0);
+    assert_eq!(store.count(now + secs(60)).await.unwrap(), 1);
+}
+
 async fn pool_stats_describe_each_pool(store: Arc<dyn Store>) {
     store.ping().await.unwrap();
     let pools = store.pool_stats();
@@ -1190,7 +1390,10 @@ fn ids(records: &[SpecRecord]) -> Vec<String> {
     records.iter().map(|r| r.id.to_string()).collect()
 }
 
-/// A put of `spec` to `raw_id`: no labels, no expected generation, no TTL.
+/// The caller of the suite's writes, unless a case names another.
+const WRITER: &str = "ws-manager";
+
+/// A put of `spec` to `raw_id` by [`WRITER`]: no labels, no expected generation, no TTL.
 fn put(raw_id: &str, spec: &ImageSpec) -> PutCommand {
     PutCommand {
         id: id(raw_id),
@@ -1198,6 +1401,15 @@ fn put(raw_id: &str, spec: &ImageSpec) -> PutCommand {
         labels: Labels::new(),
         expected_generation: None,
         ttl: None,
+        caller: Caller::certificate(WRITER),
+    }
+}
+
+/// `cmd`, sent by the holder of `token`.
+fn by_token(token: &str, cmd: PutCommand) -> PutCommand {
+    PutCommand {
+        caller: Caller::token(token.as_bytes()),
+        ..cmd
     }
 }
 

@@ -241,6 +241,8 @@ const GET_IMAGE_SPEC: &str = "/registryfacade.SpecProvider/GetImageSpec";
 /// its trailers.
 struct RawAnswer {
     head: http::response::Parts,
+    /// Whether the stream ended with the head: a trailers-only answer.
+    ended_with_head: bool,
     data: Vec<bytes::Bytes>,
     trailers: Option<http::HeaderMap>,
 }
@@ -273,6 +275,7 @@ async fn raw_unary(
     send.send_data(body.into(), true).unwrap();
     tokio::time::timeout(DEADLINE, async {
         let (head, mut body) = response.await.unwrap().into_parts();
+        let ended_with_head = body.is_end_stream();
         let mut data = Vec::new();
         while let Some(chunk) = body.data().await {
             let chunk = chunk.unwrap();
@@ -282,6 +285,7 @@ async fn raw_unary(
         let trailers = body.trailers().await.unwrap();
         RawAnswer {
             head,
+            ended_with_head,
             data,
             trailers,
         }
@@ -326,20 +330,84 @@ async fn a_get_image_spec_answer_has_the_shape_of_tonics_answers_on_the_wire() {
     )
     .await;
     let hit = raw_unary(&app, GET_IMAGE_SPEC, &[], request).await;
-    let names = |headers: &http::HeaderMap| {
-        let mut names: Vec<String> = headers.keys().map(ToString::to_string).collect();
-        names.sort();
-        names
-    };
-    assert_eq!(names(&hit.head.headers), names(&check.head.headers));
     assert_eq!(
-        names(&hit.head.headers),
+        header_names(&hit.head.headers),
+        header_names(&check.head.headers)
+    );
+    assert_eq!(
+        header_names(&hit.head.headers),
         ["content-type", "date", "x-request-id"],
         "no content-length, no grpc-status in the head"
     );
     assert_eq!(
         check.trailers.expect("trailers").keys().collect::<Vec<_>>(),
         ["grpc-status"]
+    );
+}
+
+/// The sorted names of `headers`.
+fn header_names(headers: &http::HeaderMap) -> Vec<String> {
+    let mut names: Vec<String> = headers.keys().map(ToString::to_string).collect();
+    names.sort();
+    names
+}
+
+#[tokio::test]
+async fn a_not_found_answer_is_trailers_only_with_its_code_message_and_the_echoed_request_id() {
+    let app = app_with(|_| {}).await;
+    let request = framed(&GetImageSpecRequest {
+        id: "ws-absent".into(),
+    });
+    // The first answer comes from the store, the second from the negative cache: both go out
+    // the same way, as one HEADERS frame that ends the stream.
+    for source in ["the store", "the negative cache"] {
+        let answer = raw_unary(
+            &app,
+            GET_IMAGE_SPEC,
+            &[("x-request-id", "req-404")],
+            request.clone(),
+        )
+        .await;
+        assert!(answer.ended_with_head, "from {source}: trailers-only");
+        assert!(answer.data.is_empty(), "from {source}: no message");
+        assert!(answer.trailers.is_none(), "from {source}: no trailers");
+        assert_eq!(answer.head.status, http::StatusCode::OK);
+        let headers = &answer.head.headers;
+        assert_eq!(
+            header_names(headers),
+            [
+                "content-type",
+                "date",
+                "grpc-message",
+                "grpc-status",
+                "x-request-id"
+            ],
+            "from {source}"
+        );
+        assert_eq!(headers["content-type"], "application/grpc");
+        assert_eq!(headers["grpc-status"], "5", "NOT_FOUND");
+        // Percent-encoded as gRPC's HTTP/2 mapping (and tonic) encode a status message.
+        assert_eq!(
+            headers["grpc-message"],
+            "no%20spec%20with%20id%20%22ws-absent%22%20(it%20was%20never%20stored,%20was%20\
+             deleted,%20or%20has%20expired)",
+            "from {source}"
+        );
+        assert_eq!(headers["x-request-id"], "req-404", "from {source}");
+    }
+    // What a tonic client makes of it.
+    let status = SpecProviderClient::connect(format!("http://{}", app.addr))
+        .await
+        .unwrap()
+        .get_image_spec(GetImageSpecRequest {
+            id: "ws-absent".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::NotFound);
+    assert_eq!(
+        status.message(),
+        "no spec with id \"ws-absent\" (it was never stored, was deleted, or has expired)"
     );
 }
 

@@ -7,7 +7,7 @@ use prost::Message;
 
 use super::spec::MEDIA_TYPE_UNCOMPRESSED;
 use super::{DurationInput, PutInput, ValidationRules, validate_put};
-use crate::domain::{Error, FieldViolation, Labels, PutCommand, spec_digest};
+use crate::domain::{Caller, Error, FieldViolation, Labels, PutCommand, spec_digest};
 use crate::proto::registryfacade::content_layer::Spec as LayerSpec;
 use crate::proto::registryfacade::{
     ContentLayer, DirectContentLayer, ImageSpec, RemoteContentLayer,
@@ -114,7 +114,7 @@ pub(super) fn with_direct_content(content: &[u8]) -> PutInput {
 }
 
 pub(super) fn violations_with(req: PutInput, rules: &ValidationRules) -> Vec<FieldViolation> {
-    refused(validate_put(req, rules))
+    refused(validate_put(req, rules, Caller::anonymous()))
 }
 
 /// The violations of a request that must be refused.

@@ -80,6 +80,7 @@ mod tests {
     use std::collections::BTreeSet;
 
     use super::*;
+    use crate::domain::Caller;
     use crate::domain::FieldViolation;
     use crate::domain::validate::fixtures::{
         fields, request_with_spec, rules, the_only_violation, violations,
@@ -129,7 +130,7 @@ mod tests {
             spec.supervisor_ref.clear();
             spec.ide_layer_ref.clear();
         });
-        assert!(validate_put(req, &rules()).is_ok());
+        assert!(validate_put(req, &rules(), Caller::anonymous()).is_ok());
     }
 
     #[test]

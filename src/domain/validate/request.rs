@@ -10,8 +10,8 @@ use super::labels::validate_labels;
 use super::spec::validate_owned_spec;
 use super::{FieldViolation, ValidationRules, collect, required};
 use crate::domain::{
-    DEFAULT_PAGE_SIZE, DeleteCommand, Error, Labels, ListPage, ListQuery, MAX_PAGE_SIZE, PageToken,
-    PutCommand, SpecId, ValidatedSpec, is_id_prefix,
+    Caller, DEFAULT_PAGE_SIZE, DeleteCommand, Error, Labels, ListPage, ListQuery, MAX_PAGE_SIZE,
+    PageToken, PutCommand, SpecId, ValidatedSpec, is_id_prefix,
 };
 use crate::proto::registryfacade::ImageSpec;
 
@@ -104,8 +104,13 @@ pub enum VerifyTarget {
     Given(ValidatedSpec),
 }
 
-/// Validates a PutSpec request into a command; `Error::InvalidArgument` lists every violation.
-pub fn validate_put(input: PutInput, rules: &ValidationRules) -> Result<PutCommand, Error> {
+/// Validates a PutSpec request sent by `caller` into a command; `Error::InvalidArgument` lists
+/// every violation.
+pub fn validate_put(
+    input: PutInput,
+    rules: &ValidationRules,
+    caller: Caller,
+) -> Result<PutCommand, Error> {
     let mut violations = Vec::new();
     let id = collect(parse_id(&input.id), &mut violations);
     let spec = collect(
@@ -129,6 +134,7 @@ pub fn validate_put(input: PutInput, rules: &ValidationRules) -> Result<PutComma
             labels: input.labels,
             expected_generation: input.expected_generation,
             ttl,
+            caller,
         }),
         _ => Err(Error::InvalidArgument(violations)),
     }
@@ -305,7 +311,7 @@ mod tests {
         let mut original_for_check = original.clone();
         assert!(remote_layer(&mut original_for_check, 0).diff_id.is_empty());
 
-        let cmd = validate_put(valid_request(), &rules()).unwrap();
+        let cmd = validate_put(valid_request(), &rules(), Caller::anonymous()).unwrap();
 
         let mut expected = original;
         let plain = remote_layer(&mut expected, 0);
@@ -332,8 +338,8 @@ mod tests {
 
     #[test]
     fn the_same_spec_validates_to_the_same_bytes() {
-        let first = validate_put(valid_request(), &rules()).unwrap();
-        let second = validate_put(valid_request(), &rules()).unwrap();
+        let first = validate_put(valid_request(), &rules(), Caller::anonymous()).unwrap();
+        let second = validate_put(valid_request(), &rules(), Caller::anonymous()).unwrap();
         assert_eq!(first.spec, second.spec);
     }
 
@@ -349,7 +355,7 @@ mod tests {
         req.expected_generation = Some(-1);
         req.ttl = Some(duration(0, 0));
 
-        let err = validate_put(req, &rules()).unwrap_err();
+        let err = validate_put(req, &rules(), Caller::anonymous()).unwrap_err();
         let message = err.to_string();
         let Error::InvalidArgument(violations) = err else {
             panic!("expected InvalidArgument");
@@ -395,7 +401,7 @@ mod tests {
         for accepted in [None, Some(0), Some(7)] {
             let mut req = valid_request();
             req.expected_generation = accepted;
-            let cmd = validate_put(req, &rules()).unwrap();
+            let cmd = validate_put(req, &rules(), Caller::anonymous()).unwrap();
             assert_eq!(cmd.expected_generation, accepted);
         }
     }
@@ -454,7 +460,12 @@ mod tests {
         assert_eq!(validate_ttl("ttl", None), Ok(None));
         let mut req = valid_request();
         req.ttl = None;
-        assert_eq!(validate_put(req, &rules()).unwrap().ttl, None);
+        assert_eq!(
+            validate_put(req, &rules(), Caller::anonymous())
+                .unwrap()
+                .ttl,
+            None
+        );
 
         let mut req = valid_request();
         req.ttl = Some(duration(MAX_TTL_SECONDS + 1, 0));

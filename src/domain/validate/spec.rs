@@ -203,6 +203,7 @@ mod tests {
     use std::collections::BTreeSet;
 
     use super::*;
+    use crate::domain::Caller;
     use crate::domain::validate::fixtures::{
         digest, fields, remote_layer, request_with_spec, rules, the_only_violation, valid_request,
         valid_spec, violations, violations_with,
@@ -288,7 +289,10 @@ mod tests {
                     layer.diff_id.clear();
                 }
             });
-            assert!(validate_put(req, &rules()).is_ok(), "{media_type}");
+            assert!(
+                validate_put(req, &rules(), Caller::anonymous()).is_ok(),
+                "{media_type}"
+            );
         }
         for media_type in [
             "application/vnd.docker.image.rootfs.diff.tar",
@@ -322,8 +326,8 @@ mod tests {
             let layer = remote_layer(spec, 0);
             layer.diff_id = layer.digest.clone();
         });
-        let cmd = validate_put(same, &rules()).unwrap();
-        let normalized = validate_put(valid_request(), &rules()).unwrap();
+        let cmd = validate_put(same, &rules(), Caller::anonymous()).unwrap();
+        let normalized = validate_put(valid_request(), &rules(), Caller::anonymous()).unwrap();
         assert_eq!(cmd.spec, normalized.spec);
 
         let violation = the_only_violation(request_with_spec(|spec| {
@@ -343,7 +347,7 @@ mod tests {
 
     #[test]
     fn the_encoded_spec_may_be_exactly_the_size_limit_but_not_more() {
-        let size = validate_put(valid_request(), &rules())
+        let size = validate_put(valid_request(), &rules(), Caller::anonymous())
             .unwrap()
             .spec
             .bytes()
@@ -352,7 +356,7 @@ mod tests {
             max_spec_bytes: size,
             ..rules()
         };
-        assert!(validate_put(valid_request(), &exact).is_ok());
+        assert!(validate_put(valid_request(), &exact, Caller::anonymous()).is_ok());
 
         let under = ValidationRules {
             max_spec_bytes: size - 1,

@@ -82,6 +82,7 @@ pub(super) fn check_tar_archive(content: &[u8]) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::Caller;
     use crate::domain::validate::fixtures::{
         DIRECT_CONTENT, rules, tar_of, the_only_violation, with_direct_content,
     };
@@ -132,7 +133,7 @@ mod tests {
         }
         let archive = builder.into_inner().unwrap();
         assert_eq!(check_tar_archive(&archive), Ok(()));
-        assert!(validate_put(with_direct_content(&archive), &rules()).is_ok());
+        assert!(validate_put(with_direct_content(&archive), &rules(), Caller::anonymous()).is_ok());
     }
 
     #[test]

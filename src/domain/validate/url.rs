@@ -55,6 +55,7 @@ pub(super) fn check_layer_url(raw: &str, allow_http: bool) -> Result<(), String>
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::Caller;
     use crate::domain::validate::fixtures::{
         remote_layer, request_with_spec, rules, the_only_violation, valid_request,
     };
@@ -114,8 +115,8 @@ mod tests {
             allow_http_urls: true,
             ..rules()
         };
-        assert!(validate_put(http(), &relaxed).is_ok());
-        assert!(validate_put(valid_request(), &relaxed).is_ok());
+        assert!(validate_put(http(), &relaxed, Caller::anonymous()).is_ok());
+        assert!(validate_put(valid_request(), &relaxed, Caller::anonymous()).is_ok());
     }
 
     #[test]

@@ -45,6 +45,10 @@ impl VerifyMetrics {
             .buckets(BUCKETS.to_vec()),
             &["registry"],
         )?;
+        // Both series exist from start-up, at 0, so that a rate over them is defined at once.
+        for result in ["ok", "failed"] {
+            verifications.with_label_values(&[result]);
+        }
         registry.register(Box::new(verifications.clone()))?;
         registry.register(Box::new(requests.clone()))?;
         registry.register(Box::new(latency.clone()))?;

@@ -17,6 +17,7 @@ use crate::app::{DEADLINE, TestApp, spawn_app_with};
 use crate::cli_client::run;
 use crate::db::Backend;
 use crate::fixtures::put;
+use crate::observability::scrape;
 use crate::process::ServerProcess;
 use crate::registry_fixture::{
     ContentServer, PASSWORD, RegistryAuth, TestRegistry, TokenIssuer, USER, gzip_layer, remote,
@@ -187,6 +188,16 @@ async fn a_put_that_fails_verification_is_refused_with_every_failed_check_and_ch
     backend: Backend,
 ) {
     let world = World::new(backend, |_| {}).await;
+    let verifications = async |result: &str| {
+        scrape(world.app.metrics_addr)
+            .await
+            .value("spec_provider_verifications_total", &[("result", result)])
+    };
+    assert_eq!(
+        verifications("failed").await,
+        Some(0.0),
+        "served from start-up"
+    );
     let stored = world
         .put(verifying(put("ws-1", world.good_spec())))
         .await
@@ -225,6 +236,8 @@ async fn a_put_that_fails_verification_is_refused_with_every_failed_check_and_ch
     assert_eq!(status.code(), Code::FailedPrecondition);
     assert_eq!(world.stored("ws-2").await, Err(Code::NotFound));
     assert_eq!(world.served("ws-2").await, Err(Code::NotFound));
+    assert_eq!(verifications("ok").await, Some(1.0));
+    assert_eq!(verifications("failed").await, Some(2.0));
     // Without `verify`, the same spec is stored as before: verification is asked for.
     world.put(put("ws-2", world.bad_spec())).await.unwrap();
 }

@@ -3,6 +3,7 @@
 //! credentials go straight on the request), GET the manifest (OCI or Docker v2, image or index),
 //! and for an index make sure it holds the configured platform.
 
+use bytes::Bytes;
 use oci_client::errors::{OciEnvelope, OciErrorCode};
 use oci_client::manifest::{
     IMAGE_MANIFEST_LIST_MEDIA_TYPE, IMAGE_MANIFEST_MEDIA_TYPE, OCI_IMAGE_INDEX_MEDIA_TYPE,
@@ -97,6 +98,54 @@ struct Declared {
     media_type: Option<String>,
 }
 
+/// A manifest as the registry answered it.
+struct Manifest {
+    body: Bytes,
+    header_digest: Option<String>,
+    header_type: Option<String>,
+}
+
+impl Manifest {
+    /// The body's sha256, which must match the reference's digest (if it names one) and the
+    /// registry's `Docker-Content-Digest` (if it sent one).
+    fn digest(&self, reference: &Reference) -> Result<String, String> {
+        let digest = format!("sha256:{}", hex::encode(Sha256::digest(&self.body)));
+        if let Some(named) = reference.digest()
+            && named != digest
+        {
+            return Err(format!(
+                "{} answered a manifest whose sha256 is {digest}, not {named}",
+                reference.registry()
+            ));
+        }
+        if let Some(header) = &self.header_digest
+            && header.starts_with("sha256:")
+            && *header != digest
+        {
+            return Err(format!(
+                "{} says the manifest's digest is {header} but its sha256 is {digest}",
+                reference.registry()
+            ));
+        }
+        Ok(digest)
+    }
+
+    /// The media type from the answer's `Content-Type`, or else the body's `mediaType`.
+    fn media_type(&self) -> String {
+        self.header_type
+            .as_deref()
+            .map(|t| t.split(';').next().unwrap_or_default().trim())
+            .filter(|t| ACCEPTED.contains(t))
+            .map(str::to_owned)
+            .or_else(|| {
+                serde_json::from_slice::<Declared>(&self.body)
+                    .ok()
+                    .and_then(|d| d.media_type)
+            })
+            .unwrap_or_default()
+    }
+}
+
 /// Resolves references; one per verifier.
 pub(super) struct Resolver {
     pub(super) http: SafeClient,
@@ -124,73 +173,62 @@ impl Resolver {
         let base = Url::parse(&format!("{scheme}://{registry}/v2/"))
             .map_err(|err| format!("{registry} is not a valid registry host: {err}"))?;
         let credential = self.auths.credential(registry);
+        let has_credential = credential.is_some();
         let authorization = self
-            .authorize(reference, &base, credential.clone(), deadline)
+            .authorize(reference, &base, credential, deadline)
             .await?;
-        let target = reference
-            .digest()
-            .or(reference.tag())
-            .unwrap_or("latest")
-            .to_owned();
+        let manifest = self
+            .fetch(reference, &base, &authorization, has_credential, deadline)
+            .await?;
+        let digest = manifest.digest(reference)?;
+        match manifest.media_type().as_str() {
+            OCI_IMAGE_MEDIA_TYPE | IMAGE_MANIFEST_MEDIA_TYPE => Ok(digest),
+            OCI_IMAGE_INDEX_MEDIA_TYPE | IMAGE_MANIFEST_LIST_MEDIA_TYPE => {
+                self.check_platform(reference, &base, &manifest.body, &authorization, deadline)
+                    .await?;
+                Ok(digest)
+            }
+            other => Err(format!(
+                "{} answered a manifest of unsupported media type {other:?} (OCI or Docker v2 \
+                 image manifests and indexes are supported)",
+                reference.registry()
+            )),
+        }
+    }
+
+    /// GETs the manifest `reference` names (by digest if it has one, else by tag).
+    async fn fetch(
+        &self,
+        reference: &Reference,
+        base: &Url,
+        authorization: &Authorization,
+        has_credential: bool,
+        deadline: Instant,
+    ) -> Result<Manifest, String> {
+        let target = reference.digest().or(reference.tag()).unwrap_or("latest");
         let url = base
             .join(&format!("{}/manifests/{target}", reference.repository()))
             .map_err(|err| format!("invalid manifest URL for {reference}: {err}"))?;
         let response = self
-            .send(Method::GET, &url, &authorization, deadline)
+            .send(Method::GET, &url, authorization, deadline)
             .await?;
         let status = response.status();
         if !status.is_success() {
             let body = read_bounded(response, MAX_BODY_BYTES, deadline)
                 .await
                 .unwrap_or_default();
-            return Err(self.refusal(reference, &target, status, &body, credential.is_some()));
+            return Err(self.refusal(reference, target, status, &body, has_credential));
         }
         let header_digest = header(&response, "docker-content-digest");
         let header_type = header(&response, CONTENT_TYPE.as_str());
         let body = read_bounded(response, MAX_BODY_BYTES, deadline)
             .await
-            .map_err(|err| self.http.explain(registry_name(reference), err))?;
-        let digest = format!("sha256:{}", hex::encode(Sha256::digest(&body)));
-        if let Some(named) = reference.digest()
-            && named != digest
-        {
-            return Err(format!(
-                "{} answered a manifest whose sha256 is {digest}, not {named}",
-                registry_name(reference)
-            ));
-        }
-        if let Some(header) = header_digest
-            && header.starts_with("sha256:")
-            && header != digest
-        {
-            return Err(format!(
-                "{} says the manifest's digest is {header} but its sha256 is {digest}",
-                registry_name(reference)
-            ));
-        }
-        let media_type = header_type
-            .map(|t| t.split(';').next().unwrap_or_default().trim().to_owned())
-            .filter(|t| ACCEPTED.contains(&t.as_str()))
-            .or_else(|| {
-                serde_json::from_slice::<Declared>(&body)
-                    .ok()
-                    .and_then(|d| d.media_type)
-            })
-            .unwrap_or_default();
-        match media_type.as_str() {
-            OCI_IMAGE_MEDIA_TYPE | IMAGE_MANIFEST_MEDIA_TYPE => Ok(digest),
-            OCI_IMAGE_INDEX_MEDIA_TYPE | IMAGE_MANIFEST_LIST_MEDIA_TYPE => {
-                self.check_platform(reference, &base, &body, &authorization, deadline)
-                    .await?;
-                Ok(digest)
-            }
-            other => Err(format!(
-                "{} answered a manifest of unsupported media type {:?} (OCI or Docker v2 \
-                 image manifests and indexes are supported)",
-                registry_name(reference),
-                other
-            )),
-        }
+            .map_err(|err| self.http.explain(reference.registry(), err))?;
+        Ok(Manifest {
+            body,
+            header_digest,
+            header_type,
+        })
     }
 
     /// Pings `/v2/` and gets what its challenge asks for: a bearer token from the realm
@@ -202,7 +240,7 @@ impl Resolver {
         credential: Option<Credential>,
         deadline: Instant,
     ) -> Result<Authorization, String> {
-        let registry = registry_name(reference);
+        let registry = reference.registry();
         let ping = self
             .send(Method::GET, base, &Authorization::Anonymous, deadline)
             .await?;
@@ -268,7 +306,7 @@ impl Resolver {
         authorization: &Authorization,
         deadline: Instant,
     ) -> Result<(), String> {
-        let registry = registry_name(reference);
+        let registry = reference.registry();
         let index: Index = serde_json::from_slice(body)
             .map_err(|err| format!("{registry} answered an index that does not parse: {err}"))?;
         let Some(entry) = index.manifests.iter().find(|entry| {
@@ -337,7 +375,7 @@ impl Resolver {
         body: &[u8],
         had_credential: bool,
     ) -> String {
-        let registry = registry_name(reference);
+        let registry = reference.registry();
         let repository = format!("{registry}/{}", reference.repository());
         let name_unknown = serde_json::from_slice::<OciEnvelope>(body).is_ok_and(|envelope| {
             envelope
@@ -374,11 +412,6 @@ impl Resolver {
             format!("401 from {registry}: {why}, and verify.registry_auth_file is not set")
         }
     }
-}
-
-/// The registry as the reference names it (`docker.io`, not the API host).
-fn registry_name(reference: &Reference) -> &str {
-    reference.registry()
 }
 
 fn header(response: &reqwest::Response, name: &str) -> Option<String> {

@@ -5,6 +5,7 @@
 //! One interface, [`Verifier::verify`], answering a [`Report`] with one [`Check`] per reference
 //! or layer. What a report means for a request (refusing a put, pinning its references) is the
 //! domain's: `crate::domain::verification`.
+//!
 //! Registries are spoken to by the distribution protocol on a guarded HTTP client (see
 //! [`http`]); the bearer-token flow is oci-client's.
 

@@ -110,6 +110,7 @@ async fn the_bytes_on_the_wire_are_protobufs_encoding_on_a_miss_and_on_a_hit(bac
     let app = spawn(backend).await;
     let spec = full_spec(3);
     put_spec(&app, put("wire-1", spec.clone())).await;
+    wait_for_notifications(&app, backend, 1.0).await;
     let expected = GetImageSpecResponse {
         spec: Some(spec.clone()),
     }

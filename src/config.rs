@@ -45,6 +45,8 @@ pub struct Settings {
     pub auth: AuthSettings,
     /// The GetImageSpec read cache.
     pub cache: CacheSettings,
+    /// Checking specs against their registries and content-layer servers.
+    pub verify: VerifySettings,
 }
 
 /// `[server]`: the gRPC listener.
@@ -515,6 +517,8 @@ impl Settings {
                     .with_list_parse_key(AuthSettings::LIST_KEYS[1])
                     .with_list_parse_key(AuthSettings::LIST_KEYS[2])
                     .with_list_parse_key(AuthSettings::LIST_KEYS[3])
+                    .with_list_parse_key(VerifySettings::LIST_KEYS[0])
+                    .with_list_parse_key(VerifySettings::LIST_KEYS[1])
                     .try_parsing(true)
                     .source(env),
             )
@@ -615,6 +619,7 @@ impl Settings {
                 "must differ from server.listen (metrics have a listener of their own)",
             );
         }
+        self.verify.validate()?;
         self.validate_security()
     }
 
@@ -686,6 +691,111 @@ impl Settings {
                      tls.client_ca for mutual TLS, or auth.allow_insecure_admin = true to accept \
                      that anyone who reaches it can write specs"
                 ),
+            );
+        }
+        Ok(())
+    }
+}
+
+/// `[verify]`: checking a spec against its registries before it is stored (`PutSpec` with
+/// `verify` or `pin_references`, `VerifySpec`): every image reference resolves, every remote
+/// content layer's URL answers with the right size.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct VerifySettings {
+    /// Verify every PutSpec, whether or not the request asks for it.
+    pub required: bool,
+    /// The platform an image index must hold, `os/architecture` or `os/architecture/variant`.
+    pub platform: String,
+    /// A Docker config file with registry credentials (`config.json`, or the `.dockerconfigjson`
+    /// of a Kubernetes pull secret: `auths.<registry>.auth` = base64 `user:password`, or
+    /// `username` and `password`); re-read when it changes. Registries not in it are asked
+    /// anonymously.
+    pub registry_auth_file: Option<PathBuf>,
+    /// Registries (`host:port`) spoken to over plain HTTP, like Docker's `insecure-registries`;
+    /// all others over HTTPS. Environment: a comma-separated list.
+    pub insecure_registries: Vec<String>,
+    /// Networks no verification request may reach: checked before connecting, after DNS
+    /// resolution and after every redirect. The defaults are where clouds serve instance
+    /// metadata. Environment: a comma-separated list.
+    pub blocked_networks: Vec<ipnet::IpNet>,
+    /// Download remote content layers (up to `max_layer_download_bytes`) and compare their
+    /// SHA-256 with `digest`, and for gzip layers the uncompressed SHA-256 with `diff_id`.
+    pub layer_digests: bool,
+    /// Largest layer `layer_digests` downloads; larger ones get the size check only.
+    pub max_layer_download_bytes: u64,
+    /// Longest time one verification may take, all its checks together; a registry or server
+    /// that has not answered by then fails its check with that reason.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Most checks of one verification in flight at once.
+    pub concurrency: usize,
+    /// How long a resolved manifest digest is reused without asking the registry again
+    /// (failures are never cached). `0s` turns the cache off.
+    #[serde(with = "humantime_serde")]
+    pub cache_ttl: Duration,
+    /// Most resolved digests kept.
+    pub cache_max_entries: u64,
+}
+
+impl Default for VerifySettings {
+    fn default() -> Self {
+        Self {
+            required: false,
+            platform: "linux/amd64".to_owned(),
+            registry_auth_file: None,
+            insecure_registries: Vec::new(),
+            blocked_networks: ["169.254.0.0/16", "fe80::/10"]
+                .iter()
+                .map(|net| net.parse().expect("a valid network"))
+                .collect(),
+            layer_digests: false,
+            max_layer_download_bytes: 256 * 1024 * 1024,
+            timeout: Duration::from_secs(10),
+            concurrency: 8,
+            cache_ttl: Duration::from_secs(60),
+            cache_max_entries: 10_000,
+        }
+    }
+}
+
+impl VerifySettings {
+    /// The keys of the list settings, which the environment gives as comma-separated values.
+    pub const LIST_KEYS: [&str; 2] = ["verify.insecure_registries", "verify.blocked_networks"];
+
+    /// Checks the values that deserialize but make no sense.
+    fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |key, reason: String| Err(ConfigError::Invalid { key, reason });
+        let parts: Vec<&str> = self.platform.split('/').collect();
+        if !(2..=3).contains(&parts.len()) || parts.iter().any(|part| part.is_empty()) {
+            return invalid(
+                "verify.platform",
+                format!(
+                    "must be os/architecture or os/architecture/variant (e.g. linux/amd64), got {:?}",
+                    self.platform
+                ),
+            );
+        }
+        if let Some(bad) = self
+            .insecure_registries
+            .iter()
+            .find(|registry| registry.is_empty() || registry.contains(['/', ' ']))
+        {
+            return invalid(
+                "verify.insecure_registries",
+                format!("entries must be host or host:port, got {bad:?}"),
+            );
+        }
+        if self.timeout.is_zero() {
+            return invalid("verify.timeout", "must be longer than 0s".into());
+        }
+        if self.concurrency == 0 {
+            return invalid("verify.concurrency", "must be at least 1".into());
+        }
+        if self.cache_max_entries == 0 {
+            return invalid(
+                "verify.cache_max_entries",
+                "must be at least 1 (set verify.cache_ttl = \"0s\" to turn the cache off)".into(),
             );
         }
         Ok(())
@@ -846,6 +956,27 @@ mod tests {
                 "0s",
                 "server.preface_timeout",
             ),
+            (
+                "SPEC_PROVIDER__VERIFY__PLATFORM",
+                "amd64",
+                "verify.platform",
+            ),
+            (
+                "SPEC_PROVIDER__VERIFY__BLOCKED_NETWORKS",
+                "not-a-network",
+                "verify.blocked_networks",
+            ),
+            (
+                "SPEC_PROVIDER__VERIFY__INSECURE_REGISTRIES",
+                "http://r:5000/",
+                "verify.insecure_registries",
+            ),
+            ("SPEC_PROVIDER__VERIFY__TIMEOUT", "0s", "verify.timeout"),
+            (
+                "SPEC_PROVIDER__VERIFY__CONCURRENCY",
+                "0",
+                "verify.concurrency",
+            ),
         ];
         for (key, value, named) in cases {
             let err = Settings::load(None, env(&[(key, value)]))
@@ -961,5 +1092,28 @@ mod tests {
         assert!(!format!("{url:?}").contains("hunter2"));
         assert!(!url.to_string().contains("hunter2"));
         assert_eq!(url.expose(), "postgres://spec:hunter2@db:5432/specs");
+    }
+
+    #[test]
+    fn verify_lists_come_from_comma_separated_variables() {
+        let settings = Settings::load(
+            None,
+            env(&[
+                (
+                    "SPEC_PROVIDER__VERIFY__INSECURE_REGISTRIES",
+                    "127.0.0.1:5000,registry.local:5001",
+                ),
+                (
+                    "SPEC_PROVIDER__VERIFY__BLOCKED_NETWORKS",
+                    "169.254.0.0/16,10.0.0.0/8",
+                ),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(
+            settings.verify.insecure_registries,
+            ["127.0.0.1:5000", "registry.local:5001"]
+        );
+        assert_eq!(settings.verify.blocked_networks.len(), 2);
     }
 }

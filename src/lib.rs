@@ -9,6 +9,7 @@ pub mod domain;
 pub mod framing;
 pub mod metrics;
 pub mod proto;
+pub mod registry;
 pub mod security;
 pub mod server;
 pub mod store;

@@ -6,14 +6,18 @@
 use tonic::{Request, Response, Status};
 
 use super::ApiState;
-use super::convert::{list_response, record_to_proto};
-use crate::domain::validate::{validate_delete, validate_get, validate_list, validate_put};
+use super::convert::{list_response, record_to_proto, report_to_proto};
+use crate::domain::validate::{
+    VerifyInput, VerifyTarget, validate_delete, validate_get, validate_list, validate_put,
+    validate_verify,
+};
+use crate::domain::verification::{PutVerification, decode, verified_spec};
 use crate::domain::{Caller, Error, micros_now};
 use crate::metrics::rpc_log::{RpcKind, note};
 use crate::proto::specprovider::v1::spec_admin_server::SpecAdmin;
 use crate::proto::specprovider::v1::{
     DeleteSpecRequest, DeleteSpecResponse, GetSpecRequest, ListSpecsRequest, ListSpecsResponse,
-    PutSpecRequest, SpecRecord,
+    PutSpecRequest, SpecRecord, VerifySpecRequest, VerifySpecResponse,
 };
 
 /// The SpecAdmin service workspace managers call.
@@ -58,7 +62,13 @@ fn noted_write<T>(request: Request<T>, id: impl FnOnce(&T) -> &String) -> (T, Ca
 impl SpecAdmin for AdminService {
     async fn put_spec(&self, request: Request<PutSpecRequest>) -> Answer<SpecRecord> {
         let (req, caller) = noted_write(request, |req| &req.id);
-        let cmd = validate_put(req.into(), &self.state.rules, caller)?;
+        let how =
+            PutVerification::requested(req.verify, req.pin_references, self.state.verify_required);
+        let mut cmd = validate_put(req.into(), &self.state.rules, caller)?;
+        if how != PutVerification::Skip {
+            let report = self.state.verifier()?.verify(&decode(&cmd.spec)?).await;
+            cmd.spec = verified_spec(cmd.spec, &report, how, &self.state.rules)?;
+        }
         let id = cmd.id.clone();
         let outcome = self.state.store()?.put(cmd, micros_now()).await;
         // Also after a failure: a commit whose answer was lost may have happened. Other
@@ -90,5 +100,24 @@ impl SpecAdmin for AdminService {
         // Also after a failure, as for puts.
         self.state.cache.invalidate(cmd.id.as_str());
         Ok(Response::new(DeleteSpecResponse { deleted: deleted? }))
+    }
+
+    async fn verify_spec(&self, request: Request<VerifySpecRequest>) -> Answer<VerifySpecResponse> {
+        let input: VerifyInput = request.into_inner().into();
+        let id = match &input {
+            VerifyInput::Id(id) => id.clone(),
+            VerifyInput::Spec(_) | VerifyInput::Missing => String::new(),
+        };
+        note(RpcKind::Read, id);
+        let spec = match validate_verify(input, &self.state.rules)? {
+            VerifyTarget::Stored(id) => {
+                let record = self.state.store()?.get(&id, micros_now()).await?;
+                let record = record.ok_or_else(|| Error::not_found(id.as_str()))?;
+                record_to_proto(record)?.spec.unwrap_or_default()
+            }
+            VerifyTarget::Given(spec) => decode(&spec)?,
+        };
+        let report = self.state.verifier()?.verify(&spec).await;
+        Ok(Response::new(report_to_proto(report)))
     }
 }

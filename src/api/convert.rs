@@ -4,7 +4,10 @@
 use chrono::{DateTime, Utc};
 use prost::Message;
 
-use crate::domain::validate::{DeleteInput, DurationInput, ListInput, ListView, PutInput};
+use crate::domain::validate::{
+    DeleteInput, DurationInput, ListInput, ListView, PutInput, VerifyInput,
+};
+use crate::domain::verification::Report;
 use crate::domain::{Error, SpecRecord};
 use crate::proto::registryfacade::ImageSpec;
 use crate::proto::specprovider::v1 as pb;
@@ -48,6 +51,34 @@ impl From<pb::DeleteSpecRequest> for DeleteInput {
             expected_generation: req.expected_generation,
             allow_missing: req.allow_missing,
         }
+    }
+}
+
+impl From<pb::VerifySpecRequest> for VerifyInput {
+    fn from(req: pb::VerifySpecRequest) -> Self {
+        match req.target {
+            Some(pb::verify_spec_request::Target::Id(id)) => Self::Id(id),
+            Some(pb::verify_spec_request::Target::Spec(spec)) => Self::Spec(spec),
+            None => Self::Missing,
+        }
+    }
+}
+
+/// The protobuf form of a verification report.
+pub(super) fn report_to_proto(report: Report) -> pb::VerifySpecResponse {
+    pb::VerifySpecResponse {
+        ok: report.ok,
+        checks: report
+            .checks
+            .into_iter()
+            .map(|check| pb::VerificationCheck {
+                field: check.field,
+                reference: check.reference,
+                ok: check.ok,
+                digest: check.digest.unwrap_or_default(),
+                error: check.error.unwrap_or_default(),
+            })
+            .collect(),
     }
 }
 

@@ -16,18 +16,21 @@ use tonic_types::{ErrorDetails, StatusExt};
 use crate::cache::SpecCache;
 use crate::domain::Error;
 use crate::domain::validate::ValidationRules;
+use crate::registry::Verifier;
 use crate::store::Store;
 
 pub use admin::AdminService;
 pub use provider::{ProviderService, SpecProviderServer};
 
-/// What the handlers share: the store, the read cache, the validation rules, and whether the
-/// schema is ready.
+/// What the handlers share: the store, the read cache, the validation rules, the registry
+/// verifier, and whether the schema is ready.
 #[derive(Clone)]
 pub struct ApiState {
     store: Arc<dyn Store>,
     cache: SpecCache,
     rules: ValidationRules,
+    verifier: Option<Verifier>,
+    verify_required: bool,
     ready: Arc<AtomicBool>,
 }
 
@@ -39,6 +42,8 @@ impl ApiState {
             store,
             cache: SpecCache::disabled(),
             rules,
+            verifier: None,
+            verify_required: false,
             ready: Arc::new(AtomicBool::new(false)),
         }
     }
@@ -46,6 +51,14 @@ impl ApiState {
     /// Serves GetImageSpec through `cache`, which the writes of this process invalidate.
     pub fn with_cache(mut self, cache: SpecCache) -> Self {
         self.cache = cache;
+        self
+    }
+
+    /// Verifies specs with `verifier` (VerifySpec, and PutSpec when asked to); with `required`
+    /// (`verify.required`) every PutSpec verifies.
+    pub fn with_verifier(mut self, verifier: Verifier, required: bool) -> Self {
+        self.verifier = Some(verifier);
+        self.verify_required = required;
         self
     }
 
@@ -69,6 +82,13 @@ impl ApiState {
             )))
         }
     }
+
+    /// The verifier; a server always has one ([`ApiState::with_verifier`]).
+    fn verifier(&self) -> Result<&Verifier, Error> {
+        self.verifier
+            .as_ref()
+            .ok_or_else(|| Error::Internal(anyhow::anyhow!("no verifier was set up")))
+    }
 }
 
 /// The one mapping of the domain's errors to gRPC statuses. An internal or unavailable database's
@@ -84,6 +104,17 @@ impl From<Error> for Status {
                 }
                 Status::with_error_details(Code::InvalidArgument, err.to_string(), details)
             }
+            Error::FailedPrecondition(ref violations) => {
+                let mut details = ErrorDetails::new();
+                for v in violations {
+                    details.add_precondition_failure_violation(
+                        VERIFICATION_VIOLATION,
+                        &v.field,
+                        &v.description,
+                    );
+                }
+                Status::with_error_details(Code::FailedPrecondition, err.to_string(), details)
+            }
             Error::NotFound { message } => Status::not_found(message),
             Error::AlreadyExists { message } => Status::already_exists(message),
             err @ Error::Aborted { .. } => Status::aborted(err.to_string()),
@@ -95,6 +126,9 @@ impl From<Error> for Status {
         }
     }
 }
+
+/// The `type` of the PreconditionFailure violations of a put refused by verification.
+pub const VERIFICATION_VIOLATION: &str = "VERIFICATION";
 
 /// `status`, with `cause` as its source.
 fn with_cause(mut status: Status, cause: anyhow::Error) -> Status {

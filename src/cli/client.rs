@@ -44,6 +44,9 @@ pub(super) struct SecurityArgs {
     pub token: Option<Secret>,
 }
 
+/// The shortest per-call timeout of calls that verify against registries.
+pub(super) const VERIFYING_CALL_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// Flags shared by the subcommands that talk to a server.
 #[derive(Debug, Clone, clap::Args)]
 pub(super) struct ClientArgs {
@@ -68,7 +71,19 @@ impl ClientArgs {
 
     /// Connects to `--addr`, saying plainly when the address is malformed or nothing answers.
     pub async fn connect(&self) -> anyhow::Result<AdminClient> {
-        let channel = connect_channel(&self.addr, self.timeout, &self.security).await?;
+        self.connect_with_call_timeout(self.timeout).await
+    }
+
+    /// [`Self::connect`] for calls that verify against registries, which take up to the
+    /// server's `verify.timeout` (10s by default): each call may take at least
+    /// [`VERIFYING_CALL_TIMEOUT`], so that `--timeout`'s default does not cut off the report.
+    pub async fn connect_verifying(&self) -> anyhow::Result<AdminClient> {
+        self.connect_with_call_timeout(self.timeout.max(VERIFYING_CALL_TIMEOUT))
+            .await
+    }
+
+    async fn connect_with_call_timeout(&self, call: Duration) -> anyhow::Result<AdminClient> {
+        let channel = connect_channel(&self.addr, call, &self.security).await?;
         Ok(
             SpecAdminClient::with_interceptor(channel, self.security.bearer_token()?)
                 // The server bounds what it sends (specs are at most 16 MiB, pages bounded), and a
@@ -206,10 +221,11 @@ fn check_addr(addr: &str, tls: bool) -> anyhow::Result<()> {
 }
 
 /// One sentence for a failed call: what was attempted, the gRPC code, and every field violation
-/// the server listed (or its message when it listed none).
+/// (or failed precondition, for a put refused by verification) the server listed, or its message
+/// when it listed none.
 pub(super) fn describe_status(action: &str, status: &Status) -> String {
     let code = status.code();
-    let violations: Vec<String> = status
+    let mut violations: Vec<String> = status
         .get_details_bad_request()
         .map(|bad_request| {
             bad_request
@@ -219,6 +235,14 @@ pub(super) fn describe_status(action: &str, status: &Status) -> String {
                 .collect()
         })
         .unwrap_or_default();
+    if let Some(failure) = status.get_details_precondition_failure() {
+        violations.extend(
+            failure
+                .violations
+                .iter()
+                .map(|v| format!("{}: {}", v.subject, v.description)),
+        );
+    }
     if violations.is_empty() {
         format!("{action} failed with {code:?}: {}", status.message())
     } else {
@@ -251,6 +275,23 @@ mod tests {
             describe_status("put \"ws-1\"", &status),
             "put \"ws-1\" was rejected with InvalidArgument: spec.base_ref: is required; \
              spec.content_layer[0].remote.size: must be positive"
+        );
+    }
+
+    #[test]
+    fn a_refused_verification_lists_every_failed_check_with_the_code() {
+        let mut details = ErrorDetails::new();
+        details.add_precondition_failure_violation(
+            "VERIFICATION",
+            "spec.base_ref",
+            "manifest unknown: tag \"v9\" not found in r.example.com/base",
+        );
+        let status =
+            Status::with_error_details(Code::FailedPrecondition, "verification failed", details);
+        assert_eq!(
+            describe_status("put \"ws-1\"", &status),
+            "put \"ws-1\" was rejected with FailedPrecondition: spec.base_ref: manifest unknown: \
+             tag \"v9\" not found in r.example.com/base"
         );
     }
 

@@ -205,7 +205,7 @@ async fn import_one(
         // Absent a moment ago: 0 keeps a record created meanwhile from getting these labels.
         // Present: no expected generation, so that a different spec is refused, not replaced.
         expected_generation: stored.is_none().then_some(0),
-        ttl: None,
+        ..PutSpecRequest::default()
     };
     match admin.put_spec(request).await {
         Ok(record) => match stored {

@@ -1,7 +1,26 @@
 //! What the client subcommands read: an ImageSpec in the protobuf JSON mapping, from a file of
-//! its own (`put`) or from an entry of a fixed spec file (`import`).
+//! its own (`put`, `verify --file`) or from an entry of a fixed spec file (`import`).
+
+use std::path::Path;
+
+use anyhow::Context;
 
 use crate::proto::registryfacade::ImageSpec;
+
+/// Reads an ImageSpec from the file at `path`, or from standard input when it is `-`.
+pub(super) fn read_spec_file(path: &Path) -> anyhow::Result<ImageSpec> {
+    let (name, text) = if path.as_os_str() == "-" {
+        let text = std::io::read_to_string(std::io::stdin()).context("reading standard input")?;
+        ("standard input".to_owned(), text)
+    } else {
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        (path.display().to_string(), text)
+    };
+    parse_spec(&mut serde_json::Deserializer::from_str(&text)).map_err(|err| {
+        anyhow::anyhow!("{name} is not an ImageSpec in the protobuf JSON mapping: {err}")
+    })
+}
 
 /// Reads an ImageSpec, naming the path of the field at fault (such as
 /// `contentLayer[0].remote.fooBar`) when it is not one.

@@ -1,11 +1,12 @@
 //! The command line: `spec-provider [serve]`, `migrate`, `health`, and the client subcommands
-//! (`put`, `get`, `list`, `delete`, `import`, `export`) that talk to a running server.
+//! (`put`, `get`, `list`, `delete`, `verify`, `import`, `export`) that talk to a running server.
 
 mod client;
 mod fixed_spec;
 mod input;
 mod output;
 mod specs;
+mod verify;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -54,6 +55,9 @@ enum Command {
     List(specs::ListArgs),
     /// Delete a record.
     Delete(specs::DeleteArgs),
+    /// Check a stored spec (ID) or a spec file (--file) against its registries; exit 0 when
+    /// every image resolves and every remote layer answers with its size, 1 otherwise.
+    Verify(verify::VerifyArgs),
     /// Import a registry facade's fixed spec file (JSON object: id -> ImageSpec).
     Import(fixed_spec::ImportArgs),
     /// Write records to stdout as a registry facade fixed spec file (always JSON).
@@ -102,6 +106,7 @@ impl Cli {
                 Command::Get(args) => specs::get(args).await,
                 Command::List(args) => specs::list(args).await,
                 Command::Delete(args) => specs::delete(args).await,
+                Command::Verify(args) => verify::verify(args).await,
                 Command::Import(args) => fixed_spec::import(args).await,
                 Command::Export(args) => fixed_spec::export(args).await,
             }

@@ -14,10 +14,11 @@ use crate::proto::specprovider::v1::{
 };
 
 use super::client::{ClientArgs, status_error};
-use super::input::parse_spec;
+use super::input::read_spec_file;
 use super::output::{OutputFormat, record_table, records_table, write_json};
 
-/// `put ID [FILE | --file FILE] [--label k=v]... [--ttl 1h] [--expected-generation N]`
+/// `put ID [FILE | --file FILE] [--label k=v]... [--ttl 1h] [--expected-generation N] [--verify]
+/// [--pin]`
 #[derive(Debug, clap::Args)]
 pub(super) struct PutArgs {
     #[command(flatten)]
@@ -40,6 +41,14 @@ pub(super) struct PutArgs {
     /// to replace a spec with a different one.
     #[arg(long)]
     expected_generation: Option<i64>,
+    /// Have the server check the spec against its registries first (see `verify`), and store
+    /// nothing if a check fails.
+    #[arg(long)]
+    verify: bool,
+    /// Verify, and store every tagged image reference pinned to the digest it resolved to
+    /// (name:tag@sha256:...), so that every node pulls the same image.
+    #[arg(long)]
+    pin: bool,
 }
 
 /// `get ID [--record]`
@@ -121,25 +130,21 @@ pub(super) async fn put(args: PutArgs) -> anyhow::Result<ExitCode> {
     }) else {
         anyhow::bail!("give the spec as FILE, --file FILE, or on standard input (`-`)");
     };
-    let (name, text) = if path.as_os_str() == "-" {
-        let text = std::io::read_to_string(std::io::stdin()).context("reading standard input")?;
-        ("standard input".to_owned(), text)
-    } else {
-        let text = std::fs::read_to_string(&path)
-            .with_context(|| format!("reading {}", path.display()))?;
-        (path.display().to_string(), text)
-    };
-    let spec = parse_spec(&mut serde_json::Deserializer::from_str(&text)).map_err(|err| {
-        anyhow::anyhow!("{name} is not an ImageSpec in the protobuf JSON mapping: {err}")
-    })?;
+    let spec = read_spec_file(&path)?;
     let request = PutSpecRequest {
         id: args.id.clone(),
         spec: Some(spec),
         labels: labels_from(&args.labels)?,
         expected_generation: args.expected_generation,
         ttl: args.ttl.map(duration_to_proto).transpose()?,
+        verify: args.verify,
+        pin_references: args.pin,
     };
-    let mut admin = args.client.connect().await?;
+    let mut admin = if args.verify || args.pin {
+        args.client.connect_verifying().await?
+    } else {
+        args.client.connect().await?
+    };
     let record = admin
         .put_spec(request)
         .await

@@ -63,6 +63,9 @@ pub enum Error {
         /// The generation stored.
         actual: i64,
     },
+    /// The spec failed verification against its registries: one violation per failed check.
+    #[error("the spec failed verification: {}", join_violations(.0))]
+    FailedPrecondition(Vec<FieldViolation>),
     /// The database cannot be reached (or did not hand out a connection in time).
     #[error("the database is unavailable")]
     Unavailable(#[source] anyhow::Error),

@@ -1,5 +1,6 @@
 //! The rules of the service, free of I/O: ids, the validation of every request, validated specs,
-//! records, and what a PutSpec or DeleteSpec does to a stored record.
+//! records, what a PutSpec or DeleteSpec does to a stored record, and what a verification against
+//! the registries means for a put.
 
 mod caller;
 mod error;
@@ -8,6 +9,7 @@ mod page_token;
 mod record;
 mod rules;
 pub mod validate;
+pub mod verification;
 
 pub use caller::Caller;
 pub use error::{Error, FieldViolation};

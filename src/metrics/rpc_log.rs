@@ -49,7 +49,7 @@ tokio::task_local! {
 /// Whether an RPC reads or changes records, which sets the level of its line.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RpcKind {
-    /// GetImageSpec, GetSpec, ListSpecs.
+    /// GetImageSpec, GetSpec, ListSpecs, VerifySpec.
     Read,
     /// PutSpec, DeleteSpec, by `caller`, whom the line names.
     Write {

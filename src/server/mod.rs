@@ -28,6 +28,7 @@ use crate::metrics::grpc::GrpcMetrics;
 use crate::metrics::store::InstrumentedStore;
 use crate::metrics::{self, Metrics};
 use crate::proto;
+use crate::registry::Verifier;
 use crate::security::auth::SharedCredentials;
 use crate::security::tls::ReloadingTls;
 use crate::store::{self, Store};
@@ -50,6 +51,7 @@ pub struct Application {
     metrics: Arc<Metrics>,
     grpc_metrics: Arc<GrpcMetrics>,
     cache: SpecCache,
+    verifier: Verifier,
 }
 
 impl Application {
@@ -87,6 +89,8 @@ impl Application {
         let store: Arc<dyn Store> = Arc::new(InstrumentedStore::new(store, metrics.store.clone()));
         let cache = SpecCache::new(&settings.cache, &metrics.cache, metrics.registry())
             .context("setting up the read cache")?;
+        let verifier = Verifier::new(&settings.verify, metrics.registry())
+            .context("setting up verification against registries")?;
 
         let listener = TcpListener::bind(settings.server.listen)
             .await
@@ -122,6 +126,7 @@ impl Application {
             metrics: Arc::new(metrics),
             grpc_metrics: Arc::new(grpc_metrics),
             cache,
+            verifier,
         })
     }
 
@@ -164,7 +169,9 @@ impl Application {
             allow_http_urls: settings.validation.allow_http_urls,
             max_spec_bytes: settings.limits.max_spec_bytes,
         };
-        let state = ApiState::new(self.store.clone(), rules).with_cache(self.cache.clone());
+        let state = ApiState::new(self.store.clone(), rules)
+            .with_cache(self.cache.clone())
+            .with_verifier(self.verifier.clone(), settings.verify.required);
         let background = CancellationToken::new();
         let tasks = tasks::Background {
             settings,

@@ -1,5 +1,6 @@
 //! The client subcommands (`put`, `get`, `list`, `delete`, `import`, `export`): the real binary
-//! against a real server on port 0, on both backends.
+//! against a real server on port 0, on both backends. (`verify` and `put --verify` are tested
+//! with the registries, in `verify.rs`, with [`run`].)
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
@@ -51,8 +52,10 @@ fn example_ids() -> BTreeSet<String> {
 #[derive(Debug)]
 pub(crate) struct Run {
     code: Option<i32>,
+    /// Standard output.
     pub(crate) stdout: String,
-    stderr: String,
+    /// Standard error.
+    pub(crate) stderr: String,
 }
 
 impl Run {
@@ -111,7 +114,7 @@ pub(crate) async fn run_at(addr: &str, args: &[&str], stdin: Option<&[u8]>) -> R
 }
 
 /// Runs the binary against `app`.
-async fn run(app: &TestApp, args: &[&str]) -> Run {
+pub(crate) async fn run(app: &TestApp, args: &[&str]) -> Run {
     run_at(&format!("http://{}", app.addr), args, None).await
 }
 

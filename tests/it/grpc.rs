@@ -274,7 +274,7 @@ async fn put_spec_reports_every_violation_with_its_field_path(backend: Backend) 
             seconds: 0,
             nanos: 5,
         }),
-        expected_generation: None,
+        ..PutSpecRequest::default()
     };
     let status = put_spec(&app, request).await.unwrap_err();
     let fields = violated_fields(&status);

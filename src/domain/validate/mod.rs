@@ -23,7 +23,8 @@ pub(super) mod fixtures;
 pub use labels::{MAX_LABELS, validate_labels};
 pub use request::{
     DeleteInput, DurationInput, ListInput, ListView, MAX_TTL_SECONDS, MIN_TTL_SECONDS, PutInput,
-    validate_delete, validate_get, validate_list, validate_put, validate_ttl,
+    VerifyInput, VerifyTarget, validate_delete, validate_get, validate_list, validate_put,
+    validate_ttl, validate_verify,
 };
 pub use spec::validate_spec;
 

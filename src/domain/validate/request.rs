@@ -11,7 +11,7 @@ use super::spec::validate_owned_spec;
 use super::{FieldViolation, ValidationRules, collect, required};
 use crate::domain::{
     Caller, DEFAULT_PAGE_SIZE, DeleteCommand, Error, Labels, ListPage, ListQuery, MAX_PAGE_SIZE,
-    PageToken, PutCommand, SpecId, is_id_prefix,
+    PageToken, PutCommand, SpecId, ValidatedSpec, is_id_prefix,
 };
 use crate::proto::registryfacade::ImageSpec;
 
@@ -83,6 +83,27 @@ pub struct DeleteInput {
     pub allow_missing: bool,
 }
 
+/// The target of a VerifySpec request, as sent.
+#[derive(Debug, Clone, Default)]
+pub enum VerifyInput {
+    /// Neither an id nor a spec.
+    #[default]
+    Missing,
+    /// The id of a stored spec.
+    Id(String),
+    /// A spec to check without storing it.
+    Spec(ImageSpec),
+}
+
+/// What a VerifySpec request checks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VerifyTarget {
+    /// The spec stored under an id.
+    Stored(SpecId),
+    /// A spec given in the request, validated as PutSpec's is.
+    Given(ValidatedSpec),
+}
+
 /// Validates a PutSpec request sent by `caller` into a command; `Error::InvalidArgument` lists
 /// every violation.
 pub fn validate_put(
@@ -117,6 +138,21 @@ pub fn validate_put(
         }),
         _ => Err(Error::InvalidArgument(violations)),
     }
+}
+
+/// Validates a VerifySpec request: a well-formed id, or a spec that passes PutSpec's validation.
+pub fn validate_verify(input: VerifyInput, rules: &ValidationRules) -> Result<VerifyTarget, Error> {
+    match input {
+        VerifyInput::Id(id) => parse_id(&id).map(VerifyTarget::Stored),
+        VerifyInput::Spec(spec) => {
+            validate_owned_spec("spec", spec, rules).map(VerifyTarget::Given)
+        }
+        VerifyInput::Missing => Err(vec![FieldViolation::new(
+            "target",
+            "is required: set id (a stored spec) or spec (a spec to check without storing it)",
+        )]),
+    }
+    .map_err(Error::InvalidArgument)
 }
 
 /// Validates the id of a GetSpec or GetImageSpec request.

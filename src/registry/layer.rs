@@ -1,0 +1,194 @@
+//! Checking a remote content layer's URL: it answers 2xx to HEAD (or, where HEAD is refused, to
+//! a 1-byte ranged GET) with the layer's size; optionally the downloaded bytes match `digest`,
+//! and for gzip layers their uncompressed bytes match `diff_id`.
+
+use std::io::Write;
+
+use reqwest::header::{CONTENT_LENGTH, CONTENT_RANGE, RANGE};
+use reqwest::{Method, Response, StatusCode};
+use sha2::{Digest, Sha256};
+use tokio::time::Instant;
+use url::Url;
+
+use crate::proto::registryfacade::RemoteContentLayer;
+
+use super::http::{SafeClient, host_label, timed_out};
+
+/// Media types whose blob is gzip: their `diff_id` is the digest of the gunzipped bytes.
+const GZIP_MEDIA_TYPES: [&str; 2] = [
+    "application/vnd.oci.image.layer.v1.tar+gzip",
+    "application/vnd.docker.image.rootfs.diff.tar.gzip",
+];
+
+/// How content layers are checked.
+pub(super) struct LayerChecker {
+    pub(super) http: SafeClient,
+    /// Download and hash layers up to this size; `None`: check sizes only.
+    pub(super) download_limit: Option<u64>,
+}
+
+impl LayerChecker {
+    /// Checks `layer`, or says in one sentence what is wrong.
+    pub(super) async fn check(
+        &self,
+        layer: &RemoteContentLayer,
+        deadline: Instant,
+    ) -> Result<(), String> {
+        let url = Url::parse(&layer.url).map_err(|err| format!("not a URL: {err}"))?;
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(format!(
+                "only http and https URLs are checked, not {}:",
+                url.scheme()
+            ));
+        }
+        let host = host_label(&url);
+        let length = self.length(&url, &host, deadline).await?;
+        let size = u64::try_from(layer.size).unwrap_or_default();
+        if length != size {
+            return Err(format!("Content-Length {length} differs from size {size}"));
+        }
+        match self.download_limit {
+            Some(limit) if size <= limit => self.check_digests(&url, &host, layer, deadline).await,
+            _ => Ok(()),
+        }
+    }
+
+    /// The blob's length, from HEAD or, where HEAD is refused, a 1-byte ranged GET. Servers that
+    /// sign URLs per method (S3, GCS) answer 403 to a HEAD of a URL signed for GET.
+    async fn length(&self, url: &Url, host: &str, deadline: Instant) -> Result<u64, String> {
+        let head = self.send(Method::HEAD, url, host, deadline, false).await?;
+        let status = head.status();
+        if status.is_success() {
+            return content_length(&head, host);
+        }
+        if !matches!(
+            status,
+            StatusCode::FORBIDDEN | StatusCode::METHOD_NOT_ALLOWED | StatusCode::NOT_IMPLEMENTED
+        ) {
+            return Err(format!("{host} answers {status} to HEAD"));
+        }
+        let get = self.send(Method::GET, url, host, deadline, true).await?;
+        match get.status() {
+            StatusCode::PARTIAL_CONTENT => {
+                let range = get
+                    .headers()
+                    .get(CONTENT_RANGE)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or_default();
+                range
+                    .rsplit_once('/')
+                    .and_then(|(_, total)| total.trim().parse().ok())
+                    .ok_or_else(|| {
+                        format!(
+                            "{host} answers a ranged GET without the total length in Content-Range"
+                        )
+                    })
+            }
+            // The server ignored the range: the full length is in the header, and the body is
+            // dropped unread.
+            status if status.is_success() => content_length(&get, host),
+            status => Err(format!(
+                "{host} answers {} to HEAD and {status} to a ranged GET",
+                head.status()
+            )),
+        }
+    }
+
+    async fn send(
+        &self,
+        method: Method,
+        url: &Url,
+        host: &str,
+        deadline: Instant,
+        first_byte: bool,
+    ) -> Result<Response, String> {
+        let mut request = self.http.request(method, url.clone());
+        if first_byte {
+            request = request.header(RANGE, "bytes=0-0");
+        }
+        self.http
+            .send(url, request, deadline)
+            .await
+            .map_err(|err| self.http.explain(host, err))
+    }
+
+    /// Downloads the blob, hashing it (and, for gzip, its uncompressed bytes) as it comes.
+    async fn check_digests(
+        &self,
+        url: &Url,
+        host: &str,
+        layer: &RemoteContentLayer,
+        deadline: Instant,
+    ) -> Result<(), String> {
+        let mut response = self.send(Method::GET, url, host, deadline, false).await?;
+        if !response.status().is_success() {
+            return Err(format!("{host} answers {} to GET", response.status()));
+        }
+        let gzip = GZIP_MEDIA_TYPES.contains(&layer.media_type.as_str());
+        let mut compressed = Sha256::new();
+        let mut gunzip = gzip.then(|| flate2::write::GzDecoder::new(HashWriter(Sha256::new())));
+        let mut read = 0u64;
+        let size = u64::try_from(layer.size).unwrap_or_default();
+        loop {
+            let chunk = match tokio::time::timeout_at(deadline, response.chunk()).await {
+                Err(_) => return Err(timed_out(host, self.http.timeout())),
+                Ok(Err(_)) => return Err(format!("downloading the layer from {host} failed")),
+                Ok(Ok(None)) => break,
+                Ok(Ok(Some(chunk))) => chunk,
+            };
+            read += chunk.len() as u64;
+            if read > size {
+                return Err(format!("{host} sent more than size ({size} bytes)"));
+            }
+            compressed.update(&chunk);
+            if let Some(gunzip) = &mut gunzip {
+                gunzip
+                    .write_all(&chunk)
+                    .map_err(|err| format!("the layer is not valid gzip: {err}"))?;
+            }
+        }
+        let digest = format!("sha256:{}", hex::encode(compressed.finalize()));
+        if digest != layer.digest {
+            return Err(format!(
+                "digest {} differs from the sha256 of the downloaded layer, {digest}",
+                layer.digest
+            ));
+        }
+        if let Some(gunzip) = gunzip {
+            let hasher = gunzip
+                .finish()
+                .map_err(|err| format!("the layer is not valid gzip: {err}"))?;
+            let diff_id = format!("sha256:{}", hex::encode(hasher.0.finalize()));
+            if diff_id != layer.diff_id {
+                return Err(format!(
+                    "diff_id {} differs from the sha256 of the uncompressed layer, {diff_id}",
+                    layer.diff_id
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn content_length(response: &Response, host: &str) -> Result<u64, String> {
+    response
+        .headers()
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(|| format!("{host} answers without a Content-Length"))
+}
+
+/// Feeds what is written into a hash.
+struct HashWriter(Sha256);
+
+impl Write for HashWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.update(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}

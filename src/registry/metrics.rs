@@ -1,0 +1,75 @@
+//! The metrics of verification: one verdict per verification, and every request it sent, by the
+//! registry (or content server) host it went to.
+
+use std::time::Duration;
+
+use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry};
+
+/// From a cached manifest HEAD on a nearby registry to a request cut off by `verify.timeout`.
+const BUCKETS: &[f64] = &[
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+
+/// The families registered for one [`super::Verifier`].
+#[derive(Clone)]
+pub(super) struct VerifyMetrics {
+    verifications: IntCounterVec,
+    requests: IntCounterVec,
+    latency: HistogramVec,
+}
+
+impl VerifyMetrics {
+    /// Registers the families in `registry`.
+    pub(super) fn new(registry: &Registry) -> Result<Self, prometheus::Error> {
+        let verifications = IntCounterVec::new(
+            Opts::new(
+                "spec_provider_verifications_total",
+                "Verifications of a spec against its registries, by result (ok, failed).",
+            ),
+            &["result"],
+        )?;
+        let requests = IntCounterVec::new(
+            Opts::new(
+                "spec_provider_registry_requests_total",
+                "Requests sent by verifications, by registry or content host and by HTTP status \
+                 code (or error, blocked, timeout when no answer came).",
+            ),
+            &["registry", "code"],
+        )?;
+        let latency = HistogramVec::new(
+            HistogramOpts::new(
+                "spec_provider_registry_request_duration_seconds",
+                "Time a request sent by a verification took, failures included, by registry or \
+                 content host.",
+            )
+            .buckets(BUCKETS.to_vec()),
+            &["registry"],
+        )?;
+        // Both series exist from start-up, at 0, so that a rate over them is defined at once.
+        for result in ["ok", "failed"] {
+            verifications.with_label_values(&[result]);
+        }
+        registry.register(Box::new(verifications.clone()))?;
+        registry.register(Box::new(requests.clone()))?;
+        registry.register(Box::new(latency.clone()))?;
+        Ok(Self {
+            verifications,
+            requests,
+            latency,
+        })
+    }
+
+    /// Counts one verification.
+    pub(super) fn verification(&self, ok: bool) {
+        let result = if ok { "ok" } else { "failed" };
+        self.verifications.with_label_values(&[result]).inc();
+    }
+
+    /// Counts one request to `host` that ended with `code` after `elapsed`.
+    pub(super) fn request(&self, host: &str, code: &str, elapsed: Duration) {
+        self.requests.with_label_values(&[host, code]).inc();
+        self.latency
+            .with_label_values(&[host])
+            .observe(elapsed.as_secs_f64());
+    }
+}

@@ -258,8 +258,9 @@ pub(crate) async fn fill(
             let stop = (start + FILL_BATCH).min(count) - 1;
             sqlx::query(
                 "INSERT INTO specs (id, spec, spec_digest, labels, generation, create_time, \
-                     update_time, expire_time) \
-                 SELECT $1 || lpad(i::text, 9, '0'), $2, $3, '{}', 1, $4, $4, $5 \
+                     update_time, expire_time, created_by, updated_by) \
+                 SELECT $1 || lpad(i::text, 9, '0'), $2, $3, '{}', 1, $4, $4, $5, \
+                     'anonymous', 'anonymous' \
                  FROM generate_series($6::bigint, $7::bigint) AS i",
             )
             .bind(prefix)
@@ -291,8 +292,9 @@ pub(crate) async fn fill(
             sqlx::query(
                 "WITH RECURSIVE n(i) AS (SELECT ?6 UNION ALL SELECT i + 1 FROM n WHERE i < ?7) \
                  INSERT INTO specs (id, spec, spec_digest, labels, generation, create_time, \
-                     update_time, expire_time) \
-                 SELECT ?1 || printf('%09d', i), ?2, ?3, '{}', 1, ?4, ?4, ?5 FROM n",
+                     update_time, expire_time, created_by, updated_by) \
+                 SELECT ?1 || printf('%09d', i), ?2, ?3, '{}', 1, ?4, ?4, ?5, \
+                     'anonymous', 'anonymous' FROM n",
             )
             .bind(prefix)
             .bind(&spec)

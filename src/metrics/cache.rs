@@ -33,12 +33,13 @@ impl CacheMetrics {
     /// Registers the cache's counters (but evictions, see the module documentation) and the
     /// bypass gauge in `registry`.
     pub fn new(registry: &Registry) -> Result<Self, prometheus::Error> {
-        let counter = |name: &str, help: &str| -> Result<IntCounter, prometheus::Error> {
-            let counter = IntCounter::new(format!("spec_provider_cache_{name}"), help)?;
-            registry.register(Box::new(counter.clone()))?;
-            Ok(counter)
+        let counter = |name: &str, help: &str| {
+            super::register(
+                registry,
+                IntCounter::new(format!("spec_provider_cache_{name}"), help)?,
+            )
         };
-        let metrics = Self {
+        Ok(Self {
             hits: counter(
                 "hits_total",
                 "GetImageSpec answers served from the read cache (found or not found).",
@@ -55,12 +56,13 @@ impl CacheMetrics {
                 "invalidation_notifications_total",
                 "Written or deleted specs heard from the store's change feed.",
             )?,
-            bypassed: IntGauge::new(
-                "spec_provider_cache_bypassed",
-                "1 while the read cache is bypassed because invalidations cannot be heard.",
+            bypassed: super::register(
+                registry,
+                IntGauge::new(
+                    "spec_provider_cache_bypassed",
+                    "1 while the read cache is bypassed because invalidations cannot be heard.",
+                )?,
             )?,
-        };
-        registry.register(Box::new(metrics.bypassed.clone()))?;
-        Ok(metrics)
+        })
     }
 }

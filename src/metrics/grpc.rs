@@ -104,9 +104,7 @@ impl GrpcMetrics {
     ) -> Result<Self, GrpcMetricsError> {
         const LABELS: &[&str] = &["grpc_type", "grpc_service", "grpc_method"];
         let counter = |name: &str, help: &str, labels: &[&str]| {
-            let vec = IntCounterVec::new(Opts::new(name, help), labels)?;
-            registry.register(Box::new(vec.clone()))?;
-            Ok::<_, prometheus::Error>(vec)
+            super::register(registry, IntCounterVec::new(Opts::new(name, help), labels)?)
         };
         let started = counter(
             "grpc_server_started_total",
@@ -128,16 +126,18 @@ impl GrpcMetrics {
             "Total number of gRPC stream messages sent by the server.",
             LABELS,
         )?;
-        let handling_seconds = HistogramVec::new(
-            HistogramOpts::new(
-                "grpc_server_handling_seconds",
-                "Histogram of response latency (seconds) of gRPC that had been application-level \
-                 handled by the server.",
-            )
-            .buckets(HANDLING_SECONDS_BUCKETS.to_vec()),
-            LABELS,
+        let handling_seconds = super::register(
+            registry,
+            HistogramVec::new(
+                HistogramOpts::new(
+                    "grpc_server_handling_seconds",
+                    "Histogram of response latency (seconds) of gRPC that had been \
+                     application-level handled by the server.",
+                )
+                .buckets(HANDLING_SECONDS_BUCKETS.to_vec()),
+                LABELS,
+            )?,
         )?;
-        registry.register(Box::new(handling_seconds.clone()))?;
 
         let mut methods = HashMap::new();
         let mut found = Vec::new();

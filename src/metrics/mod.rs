@@ -73,30 +73,29 @@ impl Metrics {
             .set(1);
         registry.register(Box::new(build_info))?;
 
-        let specs_stored = IntGauge::new(
-            format!("{PREFIX}_specs_stored"),
+        let gauge = |name: &str, help: &str| {
+            register(&registry, IntGauge::new(format!("{PREFIX}_{name}"), help)?)
+        };
+        let specs_stored = gauge(
+            "specs_stored",
             "Specs stored and not expired, counted every metrics.refresh_interval.",
         )?;
-        registry.register(Box::new(specs_stored.clone()))?;
-
-        let specs_expired = IntGauge::new(
-            format!("{PREFIX}_specs_expired"),
+        let specs_expired = gauge(
+            "specs_expired",
             "Specs expired and not yet deleted by the sweeper, counted every \
              metrics.refresh_interval.",
         )?;
-        registry.register(Box::new(specs_expired.clone()))?;
-
-        let ready = IntGauge::new(
-            format!("{PREFIX}_ready"),
+        let ready = gauge(
+            "ready",
             "1 while gRPC health reports SERVING (and /readyz answers 200), 0 otherwise.",
         )?;
-        registry.register(Box::new(ready.clone()))?;
-
-        let sweeper_deleted = IntCounter::new(
-            format!("{PREFIX}_sweeper_deleted_total"),
-            "Expired specs deleted by the sweeper.",
+        let sweeper_deleted = register(
+            &registry,
+            IntCounter::new(
+                format!("{PREFIX}_sweeper_deleted_total"),
+                "Expired specs deleted by the sweeper.",
+            )?,
         )?;
-        registry.register(Box::new(sweeper_deleted.clone()))?;
 
         registry.register(Box::new(PoolCollector::new(store)?))?;
         let store = store::StoreMetrics::new(&registry)?;
@@ -129,6 +128,16 @@ impl Metrics {
         TextEncoder::new().encode(&self.registry.gather(), &mut text)?;
         String::from_utf8(text).map_err(|err| prometheus::Error::Msg(err.to_string()))
     }
+}
+
+/// Registers `metric` in `registry` and returns it: clones of a metric share its value, so the
+/// registry reads the one the caller moves.
+pub(crate) fn register<M: Collector + Clone + 'static>(
+    registry: &Registry,
+    metric: M,
+) -> Result<M, prometheus::Error> {
+    registry.register(Box::new(metric.clone()))?;
+    Ok(metric)
 }
 
 /// The connection pools' sizes, read from sqlx at each scrape (they change by the millisecond, so

@@ -35,15 +35,17 @@ pub struct StoreMetrics {
 impl StoreMetrics {
     /// Registers the histogram in `registry`.
     pub fn new(registry: &Registry) -> Result<Self, prometheus::Error> {
-        let vec = HistogramVec::new(
-            HistogramOpts::new(
-                "spec_provider_store_query_duration_seconds",
-                "Time a store operation took, failures included, by operation.",
-            )
-            .buckets(BUCKETS.to_vec()),
-            &["operation"],
+        let vec = super::register(
+            registry,
+            HistogramVec::new(
+                HistogramOpts::new(
+                    "spec_provider_store_query_duration_seconds",
+                    "Time a store operation took, failures included, by operation.",
+                )
+                .buckets(BUCKETS.to_vec()),
+                &["operation"],
+            )?,
         )?;
-        registry.register(Box::new(vec.clone()))?;
         let op = |name: &str| vec.with_label_values(&[name]);
         Ok(Self {
             migrate: op("migrate"),

@@ -9,7 +9,7 @@
 //! - SpecAdmin: the admin role, once any credentials are configured.
 //!
 //! A SpecAdmin call let through carries its caller's identity ([`Caller`]) in its extensions, for
-//! the handlers to record who wrote.
+//! the handlers to record who wrote; a refused one names it in the log line of its refusal.
 //!
 //! Tokens are compared in constant time and never logged. Token files are re-read when they
 //! change ([`super::watch_files`]).
@@ -135,72 +135,101 @@ impl Credentials {
 
     /// Lets a call to `path` through, or says why not. A SpecAdmin call that is let through
     /// gets its caller's identity (`Some`), which records who wrote a spec; other calls need
-    /// none, and GetImageSpec should not pay for hashing a token.
+    /// none, and GetImageSpec should not pay for hashing a token. A refused SpecAdmin call names
+    /// its caller too, as far as its credentials tell, for the log line of the refusal.
     pub fn authorize(
         &self,
         path: &str,
         headers: &HeaderMap,
         conn: Option<&ConnInfo>,
-    ) -> Result<Option<Caller>, Status> {
+    ) -> Result<Option<Caller>, Refusal> {
         if path.starts_with(HEALTH_PREFIX) {
             return Ok(None);
         }
-        let token = match headers.get(http::header::AUTHORIZATION) {
-            None => None,
-            Some(value) => {
-                let token = value
-                    .to_str()
-                    .ok()
-                    .and_then(|v| v.strip_prefix("Bearer "))
-                    .ok_or_else(|| {
-                        Status::unauthenticated(
-                            "the authorization metadata must be `Bearer <token>`",
-                        )
-                    })?
-                    .trim()
-                    .as_bytes();
-                let role = self
-                    .token_role(token)
-                    .ok_or_else(|| Status::unauthenticated("unknown bearer token"))?;
-                Some((role, token))
-            }
+        let admin = path.starts_with(ADMIN_PREFIX);
+        let refuse = |status: Status, who: &dyn Fn() -> Caller| Refusal {
+            status,
+            caller: admin.then(who),
         };
         let names = conn
             .and_then(|c| c.peer.as_deref())
             .map_or(&[][..], |peer| peer.names.as_slice());
         let subject = self.subject_role(names);
+        let token = match headers.get(http::header::AUTHORIZATION) {
+            None => None,
+            Some(value) => {
+                let Some(token) = value.to_str().ok().and_then(|v| v.strip_prefix("Bearer "))
+                else {
+                    return Err(refuse(
+                        Status::unauthenticated(
+                            "the authorization metadata must be `Bearer <token>`",
+                        ),
+                        &|| caller(None, subject, names),
+                    ));
+                };
+                let token = token.trim().as_bytes();
+                let Some(role) = self.token_role(token) else {
+                    return Err(refuse(
+                        Status::unauthenticated("unknown bearer token"),
+                        &|| Caller::token(token),
+                    ));
+                };
+                Some((role, token))
+            }
+        };
         let role = token
             .map(|(role, _)| role)
             .max(subject.map(|(role, _)| role));
-        if path.starts_with(ADMIN_PREFIX) {
+        let who = || caller(token, subject, names);
+        if admin {
             match role {
                 Some(Role::Admin) => {}
                 _ if !self.any() => {}
                 Some(Role::Reader) => {
-                    return Err(Status::permission_denied(
-                        "SpecAdmin needs the admin role; these credentials have the reader role",
+                    return Err(refuse(
+                        Status::permission_denied(
+                            "SpecAdmin needs the admin role; these credentials have the reader role",
+                        ),
+                        &who,
                     ));
                 }
                 None => {
-                    return Err(Status::unauthenticated(
-                        "SpecAdmin needs an admin bearer token or client certificate",
+                    return Err(refuse(
+                        Status::unauthenticated(
+                            "SpecAdmin needs an admin bearer token or client certificate",
+                        ),
+                        &who,
                     ));
                 }
             }
-            Ok(Some(caller(token, subject, names)))
+            Ok(Some(who()))
         } else if role.is_some() || !self.reads_restricted() {
             Ok(None)
         } else {
-            Err(Status::unauthenticated(
-                "a reader or admin bearer token or client certificate is needed",
-            ))
+            Err(Refusal {
+                status: Status::unauthenticated(
+                    "a reader or admin bearer token or client certificate is needed",
+                ),
+                caller: None,
+            })
         }
     }
 }
 
-/// Who a caller let through is: the credential that granted its role (the certificate when both
-/// grant the same role), else, where no credentials are configured, its certificate's first name
-/// (under mutual TLS the CA vouches for it), else anonymous.
+/// Why a call is not let through, and for a SpecAdmin call who made it (a write's log line names
+/// its caller whether it succeeded or not).
+#[derive(Debug)]
+pub struct Refusal {
+    /// The answer: UNAUTHENTICATED or PERMISSION_DENIED.
+    pub status: Status,
+    /// For a SpecAdmin call, the identity its credentials claim: an unknown token by its digest,
+    /// like a known one; without credentials, its certificate's first name or anonymous.
+    pub caller: Option<Caller>,
+}
+
+/// Who a caller is: the credential that granted its role (the certificate when both grant the
+/// same role), else (no credentials are configured, or the call is refused) its certificate's
+/// first name (under mutual TLS the CA vouches for it), else anonymous.
 fn caller(token: Option<(Role, &[u8])>, subject: Option<(Role, &str)>, names: &[String]) -> Caller {
     match (token, subject) {
         (Some((token_role, _)), Some((subject_role, name))) if subject_role >= token_role => {
@@ -346,12 +375,13 @@ where
                 }
                 Either::Left(self.inner.call(req))
             }
-            Err(status) => {
+            Err(Refusal { status, caller }) => {
                 // At INFO, as other client errors are: a misconfigured client shows up in the log.
-                // The path and code only; never the credentials.
+                // Never the credentials: a token is named by its digest's first digits.
                 tracing::info!(
                     path = req.uri().path(),
                     code = ?status.code(),
+                    caller = caller.as_ref().map(Caller::as_str),
                     "request refused"
                 );
                 Either::Right(ready(Ok(status.into_http())))
@@ -388,8 +418,10 @@ mod tests {
         headers
     }
 
-    fn code<T>(result: Result<T, Status>) -> Code {
-        result.err().map_or(Code::Ok, |s| s.code())
+    fn code<T>(result: Result<T, Refusal>) -> Code {
+        result
+            .err()
+            .map_or(Code::Ok, |refusal| refusal.status.code())
     }
 
     #[test]
@@ -494,6 +526,53 @@ mod tests {
         assert_eq!(open_caller(Some(&stranger)), "cert:stranger");
         assert_eq!(open_caller(None), "anonymous");
         assert_eq!(open_caller(Some(&with_names(&[]))), "anonymous");
+    }
+
+    #[test]
+    fn a_refused_spec_admin_call_names_its_caller_and_a_refused_read_none() {
+        let creds = credentials(&["reader-1"]);
+        let refused = |path: &str, headers: &HeaderMap, conn: Option<&ConnInfo>| {
+            creds
+                .authorize(path, headers, conn)
+                .expect_err("refused")
+                .caller
+                .map(|caller| caller.to_string())
+        };
+        let put = "/specprovider.v1.SpecAdmin/PutSpec";
+        assert_eq!(
+            refused(put, &bearer("reader-1"), None),
+            Some(Caller::token(b"reader-1").to_string())
+        );
+        assert_eq!(
+            refused(put, &bearer("wrong-1"), None),
+            Some(Caller::token(b"wrong-1").to_string())
+        );
+        assert_eq!(
+            refused(put, &HeaderMap::new(), None).as_deref(),
+            Some("anonymous")
+        );
+        let stranger = ConnInfo {
+            remote_addr: None,
+            peer: Some(Arc::new(PeerIdentity {
+                names: vec!["stranger".into()],
+            })),
+        };
+        assert_eq!(
+            refused(put, &HeaderMap::new(), Some(&stranger)).as_deref(),
+            Some("cert:stranger")
+        );
+        let mut malformed = HeaderMap::new();
+        malformed.insert(
+            http::header::AUTHORIZATION,
+            "Basic admin-1".parse().unwrap(),
+        );
+        assert_eq!(
+            refused(put, &malformed, Some(&stranger)).as_deref(),
+            Some("cert:stranger")
+        );
+        let read = "/registryfacade.SpecProvider/GetImageSpec";
+        assert_eq!(refused(read, &HeaderMap::new(), None), None);
+        assert_eq!(refused(read, &bearer("wrong-1"), None), None);
     }
 
     #[test]

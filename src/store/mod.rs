@@ -10,6 +10,7 @@
 //! A store also tells of its changes ([`Store::watch_changes`]), so that what was read from it
 //! and kept (the read cache) can be dropped when it goes stale.
 
+mod backend;
 mod postgres;
 mod sql;
 mod sqlite;
@@ -22,7 +23,8 @@ use chrono::{DateTime, Utc};
 use crate::config::DatabaseSettings;
 use crate::domain::{DeleteCommand, Error, ListQuery, PutCommand, PutOutcome, SpecId, SpecRecord};
 
-pub use postgres::{CHANGES_CHANNEL, LISTENER_APPLICATION_NAME, PostgresStore};
+pub use backend::Backend;
+pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 
 /// A place where spec records live.
@@ -132,10 +134,10 @@ impl PoolStats {
 /// database is down and [`Store::ping`] tells when it answers; SQLite opens its file at once, so a
 /// path that cannot be opened fails here, at start-up.
 pub async fn open(settings: &DatabaseSettings) -> Result<Arc<dyn Store>, Error> {
-    match settings.url.scheme() {
-        Some("postgres" | "postgresql") => Ok(Arc::new(PostgresStore::open(settings)?)),
-        Some("sqlite") => Ok(Arc::new(SqliteStore::open(settings).await?)),
-        _ => Err(Error::Internal(anyhow::anyhow!(
+    match settings.url.backend() {
+        Some(Backend::Postgres) => Ok(Arc::new(PostgresStore::open(settings)?)),
+        Some(Backend::Sqlite) => Ok(Arc::new(SqliteStore::open(settings).await?)),
+        None => Err(Error::Internal(anyhow::anyhow!(
             "database.url {} has an unsupported scheme (use sqlite:// or postgres://)",
             settings.url
         ))),

@@ -20,19 +20,17 @@ use sqlx::types::Json;
 use sqlx::{Postgres, QueryBuilder, Transaction};
 
 use super::sql::{Dialect, stored_id};
-use super::{ChangeSubscriber, PoolStats, ServedSpec, Store, db_error, migrate_error};
+use super::{Backend, ChangeSubscriber, PoolStats, ServedSpec, Store, db_error, migrate_error};
 use crate::config::DatabaseSettings;
 use crate::domain::{
     DeleteCommand, Error, Labels, ListQuery, PutCommand, PutOutcome, SpecId, SpecRecord,
 };
 
-pub use listen::APPLICATION_NAME as LISTENER_APPLICATION_NAME;
-
 /// The channel on which every committed write or delete of a spec is announced, with the spec's
 /// id as the payload, so that each replica can drop it from its read cache. PostgreSQL delivers
 /// a notification only when (and if) its transaction commits, so the announcement can never
 /// precede the change or announce one that was rolled back.
-pub const CHANGES_CHANNEL: &str = "spec_provider_spec_changes";
+const CHANGES_CHANNEL: &str = "spec_provider_spec_changes";
 
 /// How many times a put runs its transaction when concurrent creators of the same id collide.
 /// A collision means another creator committed the row, which the next attempt then locks and
@@ -124,7 +122,7 @@ async fn end<T>(tx: Transaction<'static, Postgres>, result: Result<T, Error>) ->
 #[async_trait]
 impl Store for PostgresStore {
     fn backend(&self) -> &'static str {
-        "postgres"
+        Backend::Postgres.name()
     }
 
     async fn migrate(&self) -> Result<(), Error> {

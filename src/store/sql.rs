@@ -279,6 +279,41 @@ where
         }
     }
 
+    /// Appends `record`'s values of the columns after the spec, comma-separated, in the order of
+    /// [`COLUMNS_AFTER_SPEC`]: bare for an INSERT's `VALUES`, or with `assign` each as
+    /// `column = value` for an UPDATE's `SET`.
+    fn push_values_after_spec(
+        sql: &mut QueryBuilder<Self>,
+        record: &SpecRecord,
+        assign: bool,
+    ) -> Result<(), Error> {
+        let mut separator = "";
+        let mut next = |sql: &mut QueryBuilder<Self>, column: &str| {
+            sql.push(separator);
+            separator = ", ";
+            if assign {
+                sql.push(column).push(" = ");
+            }
+        };
+        next(sql, "spec_digest");
+        sql.push_bind(record.spec_digest.as_str());
+        next(sql, "labels");
+        Self::push_labels(sql, &record.labels)?;
+        next(sql, "generation");
+        sql.push_bind(record.generation);
+        next(sql, "create_time");
+        Self::push_time(sql, Some(record.create_time));
+        next(sql, "update_time");
+        Self::push_time(sql, Some(record.update_time));
+        next(sql, "expire_time");
+        Self::push_time(sql, record.expire_time);
+        next(sql, "created_by");
+        sql.push_bind(record.created_by.as_str());
+        next(sql, "updated_by");
+        sql.push_bind(record.updated_by.as_str());
+        Ok(())
+    }
+
     /// Inserts a new row; `Ok(false)` when a concurrent creator inserted one with the same id
     /// first.
     fn insert<'a>(
@@ -291,21 +326,9 @@ where
             sql.push_bind(record.id.as_str())
                 .push(", ")
                 .push_bind(spec_bytes(record)?)
-                .push(", ")
-                .push_bind(record.spec_digest.as_str())
                 .push(", ");
-            Self::push_labels(&mut sql, &record.labels)?;
-            sql.push(", ").push_bind(record.generation).push(", ");
-            Self::push_time(&mut sql, Some(record.create_time));
-            sql.push(", ");
-            Self::push_time(&mut sql, Some(record.update_time));
-            sql.push(", ");
-            Self::push_time(&mut sql, record.expire_time);
-            sql.push(", ")
-                .push_bind(record.created_by.as_str())
-                .push(", ")
-                .push_bind(record.updated_by.as_str())
-                .push(")");
+            Self::push_values_after_spec(&mut sql, record, false)?;
+            sql.push(")");
             match sql.build().execute(conn).await {
                 Ok(_) => Ok(true),
                 Err(sqlx::Error::Database(err)) if err.is_unique_violation() => Ok(false),
@@ -322,22 +345,8 @@ where
         with_spec: bool,
     ) -> impl Future<Output = Result<(), Error>> + Send + 'a {
         async move {
-            let mut sql = QueryBuilder::<Self>::new("UPDATE specs SET spec_digest = ");
-            sql.push_bind(record.spec_digest.as_str())
-                .push(", labels = ");
-            Self::push_labels(&mut sql, &record.labels)?;
-            sql.push(", generation = ")
-                .push_bind(record.generation)
-                .push(", create_time = ");
-            Self::push_time(&mut sql, Some(record.create_time));
-            sql.push(", update_time = ");
-            Self::push_time(&mut sql, Some(record.update_time));
-            sql.push(", expire_time = ");
-            Self::push_time(&mut sql, record.expire_time);
-            sql.push(", created_by = ")
-                .push_bind(record.created_by.as_str())
-                .push(", updated_by = ")
-                .push_bind(record.updated_by.as_str());
+            let mut sql = QueryBuilder::<Self>::new("UPDATE specs SET ");
+            Self::push_values_after_spec(&mut sql, record, true)?;
             if with_spec {
                 sql.push(", spec = ").push_bind(spec_bytes(record)?);
             }

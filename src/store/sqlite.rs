@@ -19,7 +19,7 @@ use sqlx::sqlite::{
 use sqlx::{QueryBuilder, Sqlite, Transaction};
 
 use super::sql::{Dialect, stored_id};
-use super::{ChangeSubscriber, PoolStats, ServedSpec, Store, db_error, migrate_error};
+use super::{Backend, ChangeSubscriber, PoolStats, ServedSpec, Store, db_error, migrate_error};
 use crate::config::DatabaseSettings;
 use crate::domain::{
     DeleteCommand, Error, Labels, ListQuery, PutCommand, PutOutcome, SpecId, SpecRecord,
@@ -97,7 +97,7 @@ impl SqliteStore {
 #[async_trait]
 impl Store for SqliteStore {
     fn backend(&self) -> &'static str {
-        "sqlite"
+        Backend::Sqlite.name()
     }
 
     async fn migrate(&self) -> Result<(), Error> {

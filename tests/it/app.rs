@@ -1,5 +1,6 @@
 //! A real server on port 0, with clients connected to it.
 
+use std::fmt;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -36,8 +37,9 @@ pub struct TestApp {
     _db: Option<TestDb>,
 }
 
-/// Polls `condition` until it holds; fails after [`DEADLINE`], saying it waited for `what`.
-pub async fn eventually(what: &str, mut condition: impl AsyncFnMut() -> bool) {
+/// Polls `condition` until it holds; fails after [`DEADLINE`], saying it waited for `what`
+/// (written only then, so it may tell what the condition saw last).
+pub async fn eventually(what: impl fmt::Display, mut condition: impl AsyncFnMut() -> bool) {
     let started = std::time::Instant::now();
     while !condition().await {
         assert!(

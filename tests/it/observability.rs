@@ -1,9 +1,11 @@
 //! Metrics, HTTP probes and request ids, observed from outside: `/metrics` scraped after known
 //! traffic, `/readyz` through health transitions, `x-request-id` round trips, and JSON log lines.
 
+use std::cell::Cell;
 use std::collections::BTreeMap;
+use std::fmt;
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use spec_provider::proto::registryfacade::GetImageSpecRequest;
 use spec_provider::proto::registryfacade::spec_provider_client::SpecProviderClient;
@@ -17,7 +19,7 @@ use tonic::Code;
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 
-use crate::app::{DEADLINE, TestApp, spawn_app, spawn_app_with, start};
+use crate::app::{DEADLINE, TestApp, eventually, spawn_app, spawn_app_with, start};
 use crate::db::{Backend, TestDb};
 use crate::fixtures::{full_spec, minimal_spec, put};
 use crate::gate::behind_gate;
@@ -695,20 +697,19 @@ async fn wait_for_metric(
     metric: impl Fn(&Metrics) -> Option<f64>,
     want: f64,
 ) -> Metrics {
-    let started = Instant::now();
-    loop {
-        let metrics = scrape(app.metrics_addr).await;
-        let value = metric(&metrics);
-        if value == Some(want) {
-            return metrics;
-        }
-        assert!(
-            started.elapsed() < DEADLINE,
-            "the metric read {value:?}, not {want}, for {DEADLINE:?}"
-        );
-        // The gauges move on the server's timers (100 ms in tests): scrape again a little later.
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let read = Cell::new(None);
+    let mut last = None;
+    eventually(
+        fmt::from_fn(|f| write!(f, "the metric to read {want}; it read {:?}", read.get())),
+        async || {
+            let metrics = scrape(app.metrics_addr).await;
+            read.set(metric(&metrics));
+            last = Some(metrics);
+            read.get() == Some(want)
+        },
+    )
+    .await;
+    last.expect("a scrape")
 }
 
 /// One scrape.

@@ -848,7 +848,7 @@ async fn tokens_never_appear_in_the_logs() {
         assert_eq!(got, want, "{rpc}");
     }
     // Every call has its log line once it is done: "rpc" from the handler, or "request refused".
-    for (_, rpc, want) in calls {
+    for (token, rpc, want) in calls {
         let code = match want {
             Code::Ok => "\"code\":\"OK\"".to_owned(),
             other => format!("\"code\":\"{other:?}\""),
@@ -858,9 +858,20 @@ async fn tokens_never_appear_in_the_logs() {
         } else {
             "\"request refused\""
         };
-        wait_for(rpc, &|l| {
+        let line = wait_for(rpc, &|l| {
             l.contains(message) && l.contains(&format!("/{rpc}\"")) && l.contains(&code)
         });
+        let line: serde_json::Value = serde_json::from_str(&line).unwrap();
+        // A refused write names its caller too, by the token's digest; a read names none.
+        match rpc {
+            "PutSpec" => assert_eq!(
+                line["caller"],
+                Caller::token(token.as_bytes()).as_str(),
+                "{line}"
+            ),
+            "GetImageSpec" => assert!(line["caller"].is_null(), "{line}"),
+            _ => {}
+        }
     }
     // A write's line names its caller by the token's digest; a delete's names who deleted.
     let authorized = |token: &str| {

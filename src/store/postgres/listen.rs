@@ -14,7 +14,7 @@ use super::CHANGES_CHANNEL;
 use crate::store::ChangeSubscriber;
 
 /// The `application_name` of the listening connection, to tell it apart in `pg_stat_activity`.
-pub const APPLICATION_NAME: &str = "spec-provider-listener";
+pub(super) const APPLICATION_NAME: &str = "spec-provider-listener";
 
 /// The longest wait between two attempts to listen while the database does not answer.
 const MAX_RETRY_INTERVAL: Duration = Duration::from_secs(1);

@@ -164,13 +164,27 @@ pub(crate) fn db_error(err: sqlx::Error) -> Error {
 ///
 /// PostgreSQL SQLSTATEs: class 08 (the connection failed), 57014 (cancelled, e.g. by
 /// `statement_timeout`), 55P03 (lock not available), 57P01..57P03 (the server is shutting down,
-/// crashed, or is still starting). SQLite result codes: 5 (SQLITE_BUSY: the file stayed locked for
-/// the whole busy timeout) and its extended codes, and 6 (SQLITE_LOCKED).
+/// crashed, or is still starting), 53300 (too many connections), and 55000, which is what a new
+/// connection gets from a database that does not accept connections for now (`ALTER DATABASE ...
+/// ALLOW_CONNECTIONS false`, during maintenance); no statement of ours raises it otherwise.
+/// SQLite result codes: 5 (SQLITE_BUSY: the file stayed locked for the whole busy timeout) and
+/// its extended codes, and 6 (SQLITE_LOCKED).
 fn is_transient_code(code: &str) -> bool {
     code.starts_with("08")
         || matches!(
             code,
-            "57014" | "55P03" | "57P01" | "57P02" | "57P03" | "5" | "6" | "261" | "517" | "773"
+            "57014"
+                | "55P03"
+                | "57P01"
+                | "57P02"
+                | "57P03"
+                | "53300"
+                | "55000"
+                | "5"
+                | "6"
+                | "261"
+                | "517"
+                | "773"
         )
 }
 
@@ -179,5 +193,20 @@ fn migrate_error(err: sqlx::migrate::MigrateError) -> Error {
     match err {
         sqlx::migrate::MigrateError::Execute(err) => db_error(err),
         other => Error::Internal(anyhow::Error::new(other).context("migrating the database")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_transient_code;
+
+    #[test]
+    fn a_database_that_refuses_connections_for_now_is_transient_and_a_bad_statement_is_not() {
+        for code in ["08006", "57P03", "53300", "55000", "55P03", "5", "517"] {
+            assert!(is_transient_code(code), "{code}");
+        }
+        for code in ["23505", "42P01", "22P02", "3D000", "1", "19"] {
+            assert!(!is_transient_code(code), "{code}");
+        }
     }
 }

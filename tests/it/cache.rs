@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use prost::Message;
 use spec_provider::proto::registryfacade::{GetImageSpecRequest, GetImageSpecResponse, ImageSpec};
-use spec_provider::proto::specprovider::v1::{DeleteSpecRequest, PutSpecRequest};
+use spec_provider::proto::specprovider::v1::{DeleteSpecRequest, GetSpecRequest, PutSpecRequest};
 use sqlx::{AssertSqlSafe, Connection, PgConnection};
 use tonic::Code;
 
@@ -318,6 +318,20 @@ async fn losing_the_listening_connection_empties_and_bypasses_the_cache() {
     assert_eq!(get(&app, "ws-1").await, Some(minimal_spec(1)));
     assert_eq!(get(&app, "ws-1").await, Some(minimal_spec(1)), "now cached");
     assert_eq!(metric(&app, "spec_provider_cache_entries").await, 1.0);
+
+    // While the database refuses new connections below, the reads must find an idle connection
+    // in the app's pool, also when a background task (health check, spec counts) holds one or
+    // one is still on its way back to the pool: open a few now, by reads that miss the cache.
+    let reads = (0..4).map(|_| {
+        let mut admin = app.admin.clone();
+        async move {
+            admin
+                .get_spec(GetSpecRequest { id: "ws-1".into() })
+                .await
+                .expect("GetSpec succeeds")
+        }
+    });
+    futures::future::join_all(reads).await;
 
     // Keep the listener from coming back, then cut it off. The connections already open (the
     // app's pool, ours) stay.

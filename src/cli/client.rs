@@ -44,7 +44,7 @@ pub(super) struct SecurityArgs {
     pub token: Option<Secret>,
 }
 
-/// The shortest per-call timeout of calls that verify against registries.
+/// The shortest per-call timeout of calls that may verify against registries.
 pub(super) const VERIFYING_CALL_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Flags shared by the subcommands that talk to a server.
@@ -74,16 +74,18 @@ impl ClientArgs {
         self.connect_with_call_timeout(self.timeout).await
     }
 
-    /// [`Self::connect`] for calls that verify against registries, which take up to the
-    /// server's `verify.timeout` (10s by default): each call may take at least
+    /// [`Self::connect`] for calls that may verify against registries (`verify`, and every put:
+    /// the server's `verify.required` makes any put verify), which take up to the server's
+    /// `verify.timeout` (10s by default): each call may take at least
     /// [`VERIFYING_CALL_TIMEOUT`], so that `--timeout`'s default does not cut off the report.
+    /// Connecting still gives up after `--timeout`.
     pub async fn connect_verifying(&self) -> anyhow::Result<AdminClient> {
         self.connect_with_call_timeout(self.timeout.max(VERIFYING_CALL_TIMEOUT))
             .await
     }
 
     async fn connect_with_call_timeout(&self, call: Duration) -> anyhow::Result<AdminClient> {
-        let channel = connect_channel(&self.addr, call, &self.security).await?;
+        let channel = connect_channel(&self.addr, self.timeout, call, &self.security).await?;
         Ok(
             SpecAdminClient::with_interceptor(channel, self.security.bearer_token()?)
                 // The server bounds what it sends (specs are at most 16 MiB, pages bounded), and a
@@ -156,10 +158,11 @@ fn parse_secret(value: &str) -> Result<Secret, std::convert::Infallible> {
 }
 
 /// A channel to `addr`, over TLS when the flags ask for it, saying plainly when the address is
-/// malformed or nothing answers.
+/// malformed or nothing answers within `timeout`; each call on it may take `call`.
 pub(super) async fn connect_channel(
     addr: &str,
     timeout: Duration,
+    call: Duration,
     security: &SecurityArgs,
 ) -> anyhow::Result<Channel> {
     let tls = security.tls_config()?;
@@ -167,7 +170,7 @@ pub(super) async fn connect_channel(
     let mut endpoint = Endpoint::from_shared(addr.to_owned())
         .with_context(|| format!("--addr {addr:?} is not a valid server address"))?
         .connect_timeout(timeout)
-        .timeout(timeout);
+        .timeout(call);
     if let Some(tls) = tls {
         endpoint = endpoint
             .tls_config(tls)

@@ -122,7 +122,8 @@ pub(super) async fn import(args: ImportArgs) -> anyhow::Result<ExitCode> {
         return dry_run(entries, format);
     }
 
-    let admin = args.client.connect().await?;
+    // Each entry is a put, which the server's verify.required may have it verify.
+    let admin = args.client.connect_verifying().await?;
     let progress = progress_bar(entries.len());
     let mut report = ImportReport::default();
     let mut outcomes = futures::stream::iter(entries)

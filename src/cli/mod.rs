@@ -172,7 +172,8 @@ async fn migrate(config: Option<PathBuf>) -> anyhow::Result<ExitCode> {
 
 async fn health(args: HealthArgs) -> anyhow::Result<ExitCode> {
     let check = async {
-        let channel = client::connect_channel(&args.addr, args.timeout, &args.security).await?;
+        let channel =
+            client::connect_channel(&args.addr, args.timeout, args.timeout, &args.security).await?;
         let response = HealthClient::with_interceptor(channel, args.security.bearer_token()?)
             .check(HealthCheckRequest {
                 service: args.service.clone(),

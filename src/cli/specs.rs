@@ -140,11 +140,8 @@ pub(super) async fn put(args: PutArgs) -> anyhow::Result<ExitCode> {
         verify: args.verify,
         pin_references: args.pin,
     };
-    let mut admin = if args.verify || args.pin {
-        args.client.connect_verifying().await?
-    } else {
-        args.client.connect().await?
-    };
+    // Even without --verify or --pin, the server's verify.required may have it verify.
+    let mut admin = args.client.connect_verifying().await?;
     let record = admin
         .put_spec(request)
         .await

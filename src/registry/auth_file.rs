@@ -81,6 +81,11 @@ impl AuthFile {
         self.path.is_some()
     }
 
+    /// The registries (`host` or `host:port`) the file has credentials for, as of its last read.
+    pub(super) fn registries(&self) -> Vec<String> {
+        self.refresh().keys().cloned().collect()
+    }
+
     /// The credential for `registry` (`host` or `host:port`), reading the file again first if
     /// it changed. A changed file that does not read keeps the previous credentials (logged).
     pub(super) fn credential(&self, registry: &str) -> Option<Credential> {

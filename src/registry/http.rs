@@ -59,23 +59,6 @@ impl Blocklist {
             _ => Ok(()),
         }
     }
-
-    /// Resolves `host` (a name or a literal address) and checks every address: for the
-    /// requests oci-client sends on a client of its own.
-    pub(super) async fn check_host(&self, host: &str) -> Result<(), String> {
-        let literal = host.trim_start_matches('[').trim_end_matches(']');
-        if let Ok(ip) = literal.parse::<IpAddr>() {
-            return self.check(host, ip).map_err(|blocked| blocked.to_string());
-        }
-        let addrs = tokio::net::lookup_host((host, 0))
-            .await
-            .map_err(|err| format!("cannot resolve {host}: {err}"))?;
-        for addr in addrs {
-            self.check(host, addr.ip())
-                .map_err(|blocked| blocked.to_string())?;
-        }
-        Ok(())
-    }
 }
 
 /// A request refused because its destination lies in `verify.blocked_networks`.
@@ -148,12 +131,14 @@ impl Resolve for GuardedResolver {
     }
 }
 
-/// Why a request got no answer; the message never holds the URL (its query may be a presigned
-/// credential) nor a header.
+/// Why a request got no answer (or no whole body); the message never holds the URL (its query
+/// may be a presigned credential) nor a header.
 #[derive(Debug)]
 pub(super) enum SendError {
     /// The deadline passed first.
     Timeout,
+    /// The body is longer than the bound it was read with, in bytes.
+    TooLarge(usize),
     /// Anything else, as one sentence.
     Failed(String),
 }
@@ -208,6 +193,9 @@ impl SafeClient {
     pub(super) fn explain(&self, host: &str, err: SendError) -> String {
         match err {
             SendError::Timeout => timed_out(host, self.timeout),
+            SendError::TooLarge(limit) => {
+                format!("{host} answered with more than {limit} bytes, the most read")
+            }
             SendError::Failed(reason) => reason,
         }
     }
@@ -247,7 +235,7 @@ impl SafeClient {
                 };
                 (
                     code.to_owned(),
-                    Err(SendError::Failed(describe(&host, &err))),
+                    Err(SendError::Failed(describe(&host, err))),
                 )
             }
         };
@@ -266,9 +254,7 @@ pub(super) async fn read_bounded(
         .content_length()
         .is_some_and(|length| length > limit as u64)
     {
-        return Err(SendError::Failed(format!(
-            "the answer is larger than {limit} bytes"
-        )));
+        return Err(SendError::TooLarge(limit));
     }
     let mut body = BytesMut::new();
     loop {
@@ -277,16 +263,14 @@ pub(super) async fn read_bounded(
             Ok(Err(err)) => {
                 return Err(SendError::Failed(format!(
                     "reading the answer failed: {}",
-                    root_cause(&err)
+                    root_cause(&err.without_url())
                 )));
             }
             Ok(Ok(None)) => return Ok(body.freeze()),
             Ok(Ok(Some(chunk))) => chunk,
         };
         if body.len() + chunk.len() > limit {
-            return Err(SendError::Failed(format!(
-                "the answer is larger than {limit} bytes"
-            )));
+            return Err(SendError::TooLarge(limit));
         }
         body.extend_from_slice(&chunk);
     }
@@ -309,18 +293,20 @@ pub(super) fn host_label(url: &Url) -> String {
     }
 }
 
-/// One sentence for a failed request, without its URL.
-fn describe(host: &str, err: &reqwest::Error) -> String {
-    if let Some(blocked) = find_source::<Blocked>(err) {
+/// One sentence for a failed request, without its URL: reqwest's own text names it, query and
+/// all (a presigned credential), when it is the innermost error.
+fn describe(host: &str, err: reqwest::Error) -> String {
+    let err = err.without_url();
+    if let Some(blocked) = find_source::<Blocked>(&err) {
         return blocked.to_string();
     }
-    if let Some(refused) = find_source::<RedirectRefused>(err) {
+    if let Some(refused) = find_source::<RedirectRefused>(&err) {
         return format!("{host} answered with a redirect that was not followed: {refused}");
     }
     if err.is_connect() {
-        return format!("cannot connect to {host}: {}", root_cause(err));
+        return format!("cannot connect to {host}: {}", root_cause(&err));
     }
-    format!("request to {host} failed: {}", root_cause(err))
+    format!("request to {host} failed: {}", root_cause(&err))
 }
 
 /// The innermost error of a chain: hyper and reqwest wrap the useful one several times.
@@ -370,10 +356,24 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn names_are_checked_after_resolution() {
-        let list = Blocklist::new(&["127.0.0.0/8".parse().unwrap()]);
-        let err = list.check_host("localhost").await.unwrap_err();
-        assert!(err.contains("localhost: it resolves to 127.0.0.1"), "{err}");
-        blocklist().check_host("localhost").await.unwrap();
+    async fn a_failed_request_is_described_without_its_url() {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        // Bind and drop a listener to get a port nothing listens on.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let url = format!("http://127.0.0.1:{port}/layer?X-Amz-Signature=secret-sig");
+        let err = reqwest::Client::new().get(&url).send().await.unwrap_err();
+        assert!(
+            err.to_string().contains("secret-sig"),
+            "reqwest names the URL"
+        );
+
+        let text = describe(&format!("127.0.0.1:{port}"), err);
+
+        assert!(text.starts_with("cannot connect to 127.0.0.1:"), "{text}");
+        assert!(!text.contains("secret-sig"), "{text}");
     }
 }

@@ -7,7 +7,7 @@
 //! domain's: `crate::domain::verification`.
 //!
 //! Registries are spoken to by the distribution protocol on a guarded HTTP client (see
-//! [`http`]); the bearer-token flow is oci-client's.
+//! [`http`]), the bearer-token exchange included; oci-client gives the protocol's types.
 
 mod auth_file;
 mod http;
@@ -18,9 +18,8 @@ mod resolve;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
 use oci_client::Reference;
-use oci_client::client::{ClientConfig, ClientProtocol};
+use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
 use crate::config::VerifySettings;
@@ -54,32 +53,30 @@ struct Inner {
     digests: Option<moka::future::Cache<String, String>>,
     metrics: VerifyMetrics,
     timeout: Duration,
-    concurrency: usize,
+    /// `verify.concurrency` permits, shared by every verification: concurrent puts under
+    /// `verify.required` do not multiply the requests in flight.
+    slots: Semaphore,
 }
 
 impl Verifier {
     /// A verifier with `settings`, registering its metrics in `registry`. Fails when the
     /// credentials file does not read or the metrics do not register.
     pub fn new(settings: &VerifySettings, registry: &prometheus::Registry) -> anyhow::Result<Self> {
-        // reqwest and oci-client take the process's rustls provider; ring is the only one built
-        // in. An error means one is installed already.
+        // reqwest takes the process's rustls provider; ring is the only one built in. An error
+        // means one is installed already.
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let metrics = VerifyMetrics::new(registry)?;
+        let auths = AuthFile::load(settings.registry_auth_file.as_deref())?;
+        let named_hosts = settings
+            .insecure_registries
+            .iter()
+            .cloned()
+            .chain(auths.registries());
+        let metrics = VerifyMetrics::new(registry, named_hosts)?;
         let blocklist = Blocklist::new(&settings.blocked_networks);
-        let http = SafeClient::new(blocklist.clone(), metrics.clone(), settings.timeout)?;
-        let oci = oci_client::Client::try_from(ClientConfig {
-            protocol: ClientProtocol::HttpsExcept(settings.insecure_registries.clone()),
-            platform_resolver: None,
-            connect_timeout: Some(settings.timeout),
-            read_timeout: Some(settings.timeout),
-            user_agent: concat!("spec-provider/", env!("CARGO_PKG_VERSION")),
-            ..ClientConfig::default()
-        })?;
+        let http = SafeClient::new(blocklist, metrics.clone(), settings.timeout)?;
         let resolver = Resolver {
             http: http.clone(),
-            oci,
-            auths: AuthFile::load(settings.registry_auth_file.as_deref())?,
-            blocklist,
+            auths,
             insecure: settings.insecure_registries.clone(),
             platform: Platform::parse(&settings.platform),
         };
@@ -102,21 +99,22 @@ impl Verifier {
                 digests,
                 metrics,
                 timeout: settings.timeout,
-                concurrency: settings.concurrency,
+                slots: Semaphore::new(settings.concurrency),
             }),
         })
     }
 
-    /// Checks every image reference and remote content layer of `spec`, at most
-    /// `verify.concurrency` at once and all within `verify.timeout`. Direct layers need no
-    /// check. Each failed check is logged once.
+    /// Checks every image reference and remote content layer of `spec`, all within
+    /// `verify.timeout`, with at most `verify.concurrency` checks in flight across all the
+    /// verifications running. Direct layers need no check. Each failed check is logged once.
     pub async fn verify(&self, spec: &ImageSpec) -> Report {
         let deadline = Instant::now() + self.inner.timeout;
-        let checks: Vec<Check> = futures::stream::iter(targets(spec))
-            .map(|(field, target)| self.check(field, target, deadline))
-            .buffered(self.inner.concurrency)
-            .collect()
-            .await;
+        let checks: Vec<Check> = futures::future::join_all(
+            targets(spec)
+                .into_iter()
+                .map(|(field, target)| self.check(field, target, deadline)),
+        )
+        .await;
         for check in checks.iter().filter(|check| !check.ok) {
             tracing::warn!(
                 field = %check.field,
@@ -130,16 +128,28 @@ impl Verifier {
         Report { ok, checks }
     }
 
+    /// Runs one check once a slot is free (the wait counts against `deadline`).
     async fn check(&self, field: String, target: Target, deadline: Instant) -> Check {
-        let (reference, outcome) = match target {
-            Target::Image(reference) => {
-                let outcome = self.resolve(&reference, deadline).await.map(Some);
-                (reference, outcome)
-            }
-            Target::Layer(layer) => {
-                let outcome = self.inner.layers.check(&layer, deadline).await;
-                (layer.url, outcome.map(|()| None))
-            }
+        let reference = match &target {
+            Target::Image(reference) => reference.clone(),
+            Target::Layer(layer) => layer.url.clone(),
+        };
+        let outcome = match tokio::time::timeout_at(deadline, self.inner.slots.acquire()).await {
+            Ok(Ok(_slot)) => match target {
+                Target::Image(reference) => self.resolve(&reference, deadline).await.map(Some),
+                Target::Layer(layer) => self
+                    .inner
+                    .layers
+                    .check(&layer, deadline)
+                    .await
+                    .map(|()| None),
+            },
+            // The semaphore is never closed: only the deadline ends the wait.
+            Ok(Err(_)) | Err(_) => Err(format!(
+                "the check did not start within {} (verify.timeout): every one of the \
+                 verify.concurrency slots, shared by all verifications, stayed taken",
+                humantime::format_duration(self.inner.timeout)
+            )),
         };
         match outcome {
             Ok(digest) => Check {

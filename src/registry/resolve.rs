@@ -1,16 +1,21 @@
 //! Resolving an image reference to its manifest digest, by the distribution protocol: ping
-//! `/v2/`, authenticate as its challenge asks (oci-client runs the bearer-token flow; basic
-//! credentials go straight on the request), GET the manifest (OCI or Docker v2, image or index),
-//! and for an index make sure it holds the configured platform.
+//! `/v2/`, authenticate as its challenge asks (a bearer token from the challenge's realm, or
+//! basic credentials on the request), GET the manifest (OCI or Docker v2, image or index), and
+//! for an index make sure it holds the configured platform.
+//!
+//! Every request, the token's included, goes through the guarded client ([`SafeClient`]):
+//! oci-client's token flow runs on a reqwest client of its own, which takes no DNS resolver,
+//! redirect policy or body bound, so `verify.blocked_networks` could not be enforced there.
+//! oci-client gives the types (references, media types, error and token bodies).
 
 use bytes::Bytes;
+use oci_client::Reference;
 use oci_client::errors::{OciEnvelope, OciErrorCode};
 use oci_client::manifest::{
     IMAGE_MANIFEST_LIST_MEDIA_TYPE, IMAGE_MANIFEST_MEDIA_TYPE, OCI_IMAGE_INDEX_MEDIA_TYPE,
     OCI_IMAGE_MEDIA_TYPE,
 };
-use oci_client::secrets::RegistryAuth;
-use oci_client::{Reference, RegistryOperation};
+use oci_client::token_cache::RegistryToken;
 use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, WWW_AUTHENTICATE};
 use reqwest::{Method, StatusCode};
 use serde::Deserialize;
@@ -19,9 +24,10 @@ use tokio::time::Instant;
 use url::Url;
 
 use super::auth_file::{AuthFile, Credential};
-use super::http::{Blocklist, SafeClient, host_label, read_bounded, timed_out};
+use super::http::{SafeClient, SendError, host_label, read_bounded, timed_out};
 
-/// Largest manifest or error body read (the reference registry refuses manifests over 4 MiB).
+/// Largest manifest, token or error body read (the reference registry refuses manifests over
+/// 4 MiB).
 pub(super) const MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
 
 /// The manifest media types asked for, images and indexes.
@@ -79,6 +85,41 @@ struct IndexEntry {
     digest: String,
     #[serde(default)]
     platform: Option<EntryPlatform>,
+}
+
+/// Whether `digest` is `sha256:` and 64 lowercase hex digits: what an index entry must name
+/// before it goes into a URL.
+fn is_sha256_digest(digest: &str) -> bool {
+    digest.strip_prefix("sha256:").is_some_and(|hex| {
+        hex.len() == 64 && hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+    })
+}
+
+/// What a `Bearer` challenge asks a token to be fetched from.
+#[derive(Debug, PartialEq, Eq)]
+struct BearerChallenge {
+    realm: String,
+    service: Option<String>,
+}
+
+impl BearerChallenge {
+    /// The `Bearer` challenge of a `WWW-Authenticate` header, if it has one with a realm.
+    fn parse(header: &str) -> Option<Self> {
+        let challenge = http_auth::parser::ChallengeParser::new(header)
+            .filter_map(Result::ok)
+            .find(|challenge| challenge.scheme.eq_ignore_ascii_case("bearer"))?;
+        let param = |name: &str| {
+            challenge
+                .params
+                .iter()
+                .find(|(key, _)| key.eq_ignore_ascii_case(name))
+                .map(|(_, value)| value.to_unescaped())
+        };
+        Some(Self {
+            realm: param("realm")?,
+            service: param("service"),
+        })
+    }
 }
 
 #[derive(Deserialize)]
@@ -149,9 +190,7 @@ impl Manifest {
 /// Resolves references; one per verifier.
 pub(super) struct Resolver {
     pub(super) http: SafeClient,
-    pub(super) oci: oci_client::Client,
     pub(super) auths: AuthFile,
-    pub(super) blocklist: Blocklist,
     pub(super) insecure: Vec<String>,
     pub(super) platform: Platform,
 }
@@ -223,7 +262,13 @@ impl Resolver {
         let header_type = header(&response, CONTENT_TYPE.as_str());
         let body = read_bounded(response, MAX_BODY_BYTES, deadline)
             .await
-            .map_err(|err| self.http.explain(reference.registry(), err))?;
+            .map_err(|err| match err {
+                SendError::TooLarge(limit) => format!(
+                    "{} answered a manifest larger than {limit} bytes (4 MiB), the most read",
+                    reference.registry()
+                ),
+                err => self.http.explain(reference.registry(), err),
+            })?;
         Ok(Manifest {
             body,
             header_digest,
@@ -231,8 +276,8 @@ impl Resolver {
         })
     }
 
-    /// Pings `/v2/` and gets what its challenge asks for: a bearer token from the realm
-    /// (through oci-client, once the realm's host is checked), basic credentials, or nothing.
+    /// Pings `/v2/` and gets what its challenge asks for: a bearer token from the realm, basic
+    /// credentials, or nothing.
     async fn authorize(
         &self,
         reference: &Reference,
@@ -244,43 +289,70 @@ impl Resolver {
         let ping = self
             .send(Method::GET, base, &Authorization::Anonymous, deadline)
             .await?;
-        if ping.status() != StatusCode::UNAUTHORIZED {
-            return Ok(Authorization::Anonymous);
+        match ping.status() {
+            StatusCode::UNAUTHORIZED => {}
+            StatusCode::NOT_FOUND => {
+                return Err(format!(
+                    "{registry} does not speak the registry API: it answers 404 Not Found to \
+                     GET /v2/"
+                ));
+            }
+            _ => return Ok(Authorization::Anonymous),
         }
-        let challenge = header(&ping, WWW_AUTHENTICATE.as_str()).unwrap_or_default();
-        let Some(realm) = bearer_realm(&challenge) else {
-            return Ok(credential.map_or(Authorization::Anonymous, Authorization::Basic));
-        };
-        let realm = Url::parse(&realm)
+        let header = header(&ping, WWW_AUTHENTICATE.as_str()).unwrap_or_default();
+        match BearerChallenge::parse(&header) {
+            Some(challenge) => self
+                .token(reference, &challenge, credential.as_ref(), deadline)
+                .await
+                .map(Authorization::Bearer),
+            None => Ok(credential.map_or(Authorization::Anonymous, Authorization::Basic)),
+        }
+    }
+
+    /// A pull token for `reference`'s repository from the challenge's realm, asked with the
+    /// registry's credentials (or anonymously).
+    async fn token(
+        &self,
+        reference: &Reference,
+        challenge: &BearerChallenge,
+        credential: Option<&Credential>,
+        deadline: Instant,
+    ) -> Result<String, String> {
+        let registry = reference.registry();
+        let service = format!("the token service of {registry}");
+        let mut realm = Url::parse(&challenge.realm)
             .ok()
             .filter(|url| matches!(url.scheme(), "http" | "https"))
             .ok_or_else(|| {
                 format!("{registry} names a token service that is not an http(s) URL")
             })?;
-        self.blocklist
-            .check_host(realm.host_str().unwrap_or_default())
-            .await
-            .map_err(|reason| format!("token service of {registry}: {reason}"))?;
-        let auth = match &credential {
-            Some(c) => RegistryAuth::Basic(c.username.clone(), c.password.clone()),
-            None => RegistryAuth::Anonymous,
+        {
+            let mut query = realm.query_pairs_mut();
+            query.append_pair(
+                "scope",
+                &format!("repository:{}:pull", reference.repository()),
+            );
+            if let Some(name) = &challenge.service {
+                query.append_pair("service", name);
+            }
+        }
+        let mut request = self.http.request(Method::GET, realm.clone());
+        if let Some(c) = credential {
+            request = request.basic_auth(&c.username, Some(&c.password));
+        }
+        let failed = |err: SendError| match err {
+            SendError::Timeout => timed_out(&service, self.http.timeout()),
+            err => format!("{service}: {}", self.http.explain(&host_label(&realm), err)),
         };
-        let token = tokio::time::timeout_at(
-            deadline,
-            self.oci.auth(reference, &auth, RegistryOperation::Pull),
-        )
-        .await
-        .map_err(|_| {
-            timed_out(
-                &format!("the token service of {registry}"),
-                self.http.timeout(),
-            )
-        })?;
-        match token {
-            Ok(Some(token)) => Ok(Authorization::Bearer(token)),
-            Ok(None) => Ok(Authorization::Anonymous),
-            Err(oci_client::errors::OciDistributionError::AuthenticationFailure(_)) => {
-                Err(match credential {
+        let response = self
+            .http
+            .send(&realm, request, deadline)
+            .await
+            .map_err(failed)?;
+        match response.status() {
+            status if status.is_success() => {}
+            StatusCode::UNAUTHORIZED => {
+                return Err(match credential {
                     Some(_) => format!(
                         "401 from {registry}: its token service refused the credentials for it \
                          in verify.registry_auth_file"
@@ -288,13 +360,17 @@ impl Resolver {
                     None => {
                         self.no_credentials(registry, "its token service refused anonymous access")
                     }
-                })
+                });
             }
-            Err(err) => Err(format!(
-                "the token service of {registry} failed: {}",
-                without_urls(&err.to_string())
-            )),
+            status => return Err(format!("{service} answered {status}")),
         }
+        let body = read_bounded(response, MAX_BODY_BYTES, deadline)
+            .await
+            .map_err(failed)?;
+        let token: RegistryToken = serde_json::from_slice(&body).map_err(|_| {
+            format!("{service} answered no token (a JSON object with token or access_token)")
+        })?;
+        Ok(token.token().to_owned())
     }
 
     /// For an index: the platform's entry exists, and so does the manifest it points to.
@@ -320,6 +396,13 @@ impl Resolver {
                 self.platform.text
             ));
         };
+        if !is_sha256_digest(&entry.digest) {
+            return Err(format!(
+                "the index names {:?} for {}, which is not a sha256 digest (sha256: and 64 \
+                 lowercase hex digits)",
+                entry.digest, self.platform.text
+            ));
+        }
         let url = base
             .join(&format!(
                 "{}/manifests/{}",
@@ -422,42 +505,46 @@ fn header(response: &reqwest::Response, name: &str) -> Option<String> {
         .map(str::to_owned)
 }
 
-/// The realm of a `Bearer` challenge, if the header has one.
-fn bearer_realm(header: &str) -> Option<String> {
-    http_auth::parser::ChallengeParser::new(header)
-        .filter_map(Result::ok)
-        .find(|challenge| challenge.scheme.eq_ignore_ascii_case("bearer"))
-        .and_then(|challenge| {
-            challenge
-                .params
-                .iter()
-                .find(|(name, _)| name.eq_ignore_ascii_case("realm"))
-                .map(|(_, value)| value.to_unescaped())
-        })
-}
-
-/// oci-client's messages may quote the token service's URL; its query holds nothing secret, but
-/// the messages stay short without it.
-fn without_urls(message: &str) -> String {
-    message
-        .split_whitespace()
-        .map(|word| if word.contains("://") { "<url>" } else { word })
-        .collect::<Vec<_>>()
-        .join(" ")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn the_realm_is_read_from_a_bearer_challenge() {
+    fn the_realm_and_service_are_read_from_a_bearer_challenge() {
         let header = r#"Bearer realm="https://auth.example.com/token",service="registry.example.com",scope="repository:base:pull""#;
         assert_eq!(
-            bearer_realm(header).as_deref(),
-            Some("https://auth.example.com/token")
+            BearerChallenge::parse(header),
+            Some(BearerChallenge {
+                realm: "https://auth.example.com/token".into(),
+                service: Some("registry.example.com".into()),
+            })
         );
-        assert_eq!(bearer_realm(r#"Basic realm="Registry Realm""#), None);
+        assert_eq!(
+            BearerChallenge::parse(r#"Bearer realm="https://auth.example.com/token""#)
+                .and_then(|c| c.service),
+            None
+        );
+        assert_eq!(
+            BearerChallenge::parse(r#"Basic realm="Registry Realm""#),
+            None
+        );
+        assert_eq!(BearerChallenge::parse(r#"Bearer service="no-realm""#), None);
+    }
+
+    #[test]
+    fn only_sha256_digests_of_64_lowercase_hex_digits_go_into_urls() {
+        let hex = "0123456789abcdef".repeat(4);
+        assert!(is_sha256_digest(&format!("sha256:{hex}")));
+        for bad in [
+            format!("sha256:{}", hex.to_uppercase()),
+            format!("sha256:{}", &hex[1..]),
+            format!("sha256:{hex}0"),
+            format!("sha512:{hex}"),
+            format!("sha256:../../{}", &hex[6..]),
+            format!("sha256:{}?x", &hex[2..]),
+        ] {
+            assert!(!is_sha256_digest(&bad), "{bad}");
+        }
     }
 
     #[test]

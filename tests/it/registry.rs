@@ -2,6 +2,8 @@
 //! basic auth and token auth), a content server for remote layers, a server that never answers,
 //! and blocked networks. The tests call the [`Verifier`] directly.
 
+use std::collections::BTreeSet;
+use std::net::Ipv4Addr;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
@@ -11,9 +13,11 @@ use spec_provider::proto::registryfacade::ImageSpec;
 use spec_provider::registry::Verifier;
 use tokio::net::TcpListener;
 
+use crate::app::eventually;
 use crate::registry_fixture::{
-    ContentServer, DOCKER_MANIFEST, PASSWORD, RegistryAuth, TestRegistry, TokenIssuer, USER,
-    docker_config, gzip_layer, remote, sha256,
+    ContentServer, DOCKER_MANIFEST, GatedServer, PASSWORD, RegistryAuth, TestRegistry, TokenIssuer,
+    USER, docker_config, docker_config_for_all, free_port, gzip_layer, oversized_manifest_registry,
+    redirector, remote, sha256,
 };
 
 /// Settings that speak HTTP to `registries` (they listen on loopback without TLS).
@@ -253,14 +257,125 @@ async fn the_bearer_token_flow_gets_a_token_from_the_realm_with_the_file_s_crede
     assert!(report.ok, "{report:#?}\n{}", registry.log());
     assert_eq!(report.checks[0].digest.as_deref(), Some(digest.as_str()));
 
-    with_file.registry_auth_file = Some(docker_config(dir.path(), &registry.host, USER, "wrong"));
+    let wrong = "not-the-password-8Kd";
+    with_file.registry_auth_file = Some(docker_config(dir.path(), &registry.host, USER, wrong));
     let report = new_verifier(&with_file).0.verify(&spec).await;
     let error = error_of(&report, "spec.base_ref");
     assert!(
         error.contains("token service refused the credentials"),
         "{error}"
     );
-    assert!(!format!("{report:?}").contains(PASSWORD));
+    assert!(!format!("{report:?}").contains(wrong));
+}
+
+#[tokio::test]
+async fn a_token_service_in_a_blocked_network_is_refused_whether_named_or_redirected_to() {
+    // 127.0.0.2 stands for the blocked network: the registry stays reachable on 127.0.0.1.
+    let issuer = TokenIssuer::start_on(Ipv4Addr::new(127, 0, 0, 2)).await;
+    let redirecting = redirector(issuer.realm()).await;
+    let via_redirect = TestRegistry::start(RegistryAuth::TokenVia {
+        issuer: issuer.clone(),
+        realm: format!("http://{redirecting}/token"),
+    })
+    .await;
+    let named = TestRegistry::start(RegistryAuth::Token(issuer.clone())).await;
+    via_redirect.push_image("private/ide", "v1").await;
+    named.push_image("private/ide", "v1").await;
+    let spec = ImageSpec {
+        base_ref: format!("{}/private/ide:v1", via_redirect.host),
+        ide_ref: format!("{}/private/ide:v1", named.host),
+        ..ImageSpec::default()
+    };
+    let mut open = settings(&[&via_redirect, &named]);
+    let dir = tempfile::tempdir().unwrap();
+    open.registry_auth_file = Some(docker_config_for_all(
+        dir.path(),
+        &[&via_redirect.host, &named.host],
+    ));
+
+    let reached = new_verifier(&open).0.verify(&spec).await;
+    let requests = issuer.requests();
+    assert!(reached.checks[1].ok, "{reached:#?}");
+    assert_eq!(
+        requests, 2,
+        "the redirect is followed when nothing is blocked"
+    );
+
+    let mut blocked = open.clone();
+    blocked.blocked_networks = vec!["127.0.0.2/32".parse().unwrap()];
+    let (verifier, metrics) = new_verifier(&blocked);
+    let report = verifier.verify(&spec).await;
+
+    let refused = "refused to connect to 127.0.0.2: it lies in 127.0.0.2/32, one of \
+                   verify.blocked_networks";
+    assert_eq!(
+        error_of(&report, "spec.base_ref"),
+        format!("the token service of {}: {refused}", via_redirect.host)
+    );
+    assert_eq!(
+        error_of(&report, "spec.ide_ref"),
+        format!("the token service of {}: {refused}", named.host)
+    );
+    assert_eq!(
+        issuer.requests(),
+        requests,
+        "the blocked issuer got nothing"
+    );
+    // The token requests are counted like the others.
+    assert_eq!(
+        metric(
+            &metrics,
+            "spec_provider_registry_requests_total",
+            &[("registry", &redirecting.to_string()), ("code", "blocked")]
+        ),
+        1
+    );
+    assert_eq!(
+        metric(
+            &metrics,
+            "spec_provider_registry_requests_total",
+            &[("registry", &issuer.addr.to_string()), ("code", "blocked")]
+        ),
+        1
+    );
+}
+
+#[tokio::test]
+async fn a_manifest_over_4_mib_is_refused_with_its_size_or_without() {
+    let host = oversized_manifest_registry().await.to_string();
+    let spec = ImageSpec {
+        base_ref: format!("{host}/big:sized"),
+        ide_ref: format!("{host}/big:streamed"),
+        ..ImageSpec::default()
+    };
+    let (verifier, _) = new_verifier(&VerifySettings {
+        insecure_registries: vec![host.clone()],
+        ..VerifySettings::default()
+    });
+
+    let report = verifier.verify(&spec).await;
+
+    let refused =
+        format!("{host} answered a manifest larger than 4194304 bytes (4 MiB), the most read");
+    assert_eq!(error_of(&report, "spec.base_ref"), refused);
+    assert_eq!(error_of(&report, "spec.ide_ref"), refused);
+}
+
+#[tokio::test]
+async fn a_host_without_the_registry_api_says_so() {
+    let server = ContentServer::start(b"not a registry".to_vec()).await;
+    let host = server.addr.to_string();
+    let (verifier, _) = new_verifier(&VerifySettings {
+        insecure_registries: vec![host.clone()],
+        ..VerifySettings::default()
+    });
+
+    let report = verifier.verify(&image(&format!("{host}/base:v1"))).await;
+
+    assert_eq!(
+        error_of(&report, "spec.base_ref"),
+        format!("{host} does not speak the registry API: it answers 404 Not Found to GET /v2/")
+    );
 }
 
 #[tokio::test]
@@ -277,6 +392,8 @@ async fn content_layers_answer_head_or_a_ranged_get_with_their_size() {
             remote(server.url("/gone"), &digest, &diff_id, size),
             remote(server.url("/no-head"), &digest, &diff_id, size),
             remote(server.url("/no-head"), &digest, &diff_id, size - 1),
+            remote(server.url("/signed-for-get"), &digest, &diff_id, size),
+            remote(server.url("/signed-for-get"), &digest, &diff_id, size + 1),
         ],
         ..ImageSpec::default()
     };
@@ -297,6 +414,8 @@ async fn content_layers_answer_head_or_a_ranged_get_with_their_size() {
             ("spec.content_layer[2].remote", false),
             ("spec.content_layer[3].remote", true),
             ("spec.content_layer[4].remote", false),
+            ("spec.content_layer[5].remote", true),
+            ("spec.content_layer[6].remote", false),
         ]
     );
     assert_eq!(
@@ -310,6 +429,11 @@ async fn content_layers_answer_head_or_a_ranged_get_with_their_size() {
     assert_eq!(
         error_of(&report, "spec.content_layer[4].remote"),
         format!("Content-Length {size} differs from size {}", size - 1)
+    );
+    assert_eq!(
+        error_of(&report, "spec.content_layer[6].remote"),
+        format!("Content-Length {size} differs from size {}", size + 1),
+        "a HEAD answered 403 falls back to the ranged GET, which tells the length"
     );
     assert_eq!(report.checks[0].reference, server.url("/layer"));
 }
@@ -485,4 +609,123 @@ async fn resolved_digests_are_cached_so_a_burst_asks_the_registry_once_and_failu
         "a failure is not cached"
     );
     assert_eq!(requests(), after_one_failure + 2);
+}
+
+/// The values of the `registry` label of the request counter.
+fn registry_labels(registry: &prometheus::Registry) -> BTreeSet<String> {
+    registry
+        .gather()
+        .iter()
+        .filter(|family| family.name() == "spec_provider_registry_requests_total")
+        .flat_map(|family| family.get_metric().iter())
+        .flat_map(|m| m.get_label().iter())
+        .filter(|label| label.name() == "registry")
+        .map(|label| label.value().to_owned())
+        .collect()
+}
+
+#[tokio::test]
+async fn the_registry_label_is_the_configured_registries_and_50_other_hosts_then_other() {
+    let registry = TestRegistry::start(RegistryAuth::Open).await;
+    registry.push_image("base", "v1").await;
+    let (layer, diff_id) = gzip_layer(b"x");
+    let digest = sha256(&layer);
+    // 60 hosts, 127.0.0.2 to 127.0.0.61, on a port nothing listens on: each request is refused
+    // at once, and counted.
+    let port = free_port().await;
+    let hosts: Vec<String> = (2..62).map(|i| format!("127.0.0.{i}:{port}")).collect();
+    let spec = ImageSpec {
+        content_layer: hosts
+            .iter()
+            .map(|host| {
+                remote(
+                    format!("http://{host}/layer"),
+                    &digest,
+                    &diff_id,
+                    layer.len(),
+                )
+            })
+            .collect(),
+        ..ImageSpec::default()
+    };
+    let (verifier, metrics) = new_verifier(&settings(&[&registry]));
+
+    assert!(!verifier.verify(&spec).await.ok);
+    assert!(
+        verifier
+            .verify(&image(&format!("{}/base:v1", registry.host)))
+            .await
+            .ok
+    );
+
+    let labels = registry_labels(&metrics);
+    assert!(labels.contains(&registry.host), "configured: {labels:?}");
+    let seen: Vec<&String> = labels.iter().filter(|l| hosts.contains(l)).collect();
+    assert_eq!(seen.len(), 50, "{labels:?}");
+    assert_eq!(
+        labels.len(),
+        50 + 2,
+        "50 hosts, `other` and the registry: {labels:?}"
+    );
+    assert_eq!(
+        metric(
+            &metrics,
+            "spec_provider_registry_requests_total",
+            &[("registry", "other")]
+        ),
+        10
+    );
+    assert_eq!(
+        metric(
+            &metrics,
+            "spec_provider_registry_request_duration_seconds",
+            &[("registry", "other")]
+        ),
+        10
+    );
+}
+
+#[tokio::test]
+async fn verify_concurrency_bounds_the_checks_of_all_verifications_together() {
+    let (layer, diff_id) = gzip_layer(b"workspace content");
+    let server = GatedServer::start(layer.clone()).await;
+    let digest = sha256(&layer);
+    let spec = ImageSpec {
+        content_layer: vec![
+            remote(server.url("/a"), &digest, &diff_id, layer.len()),
+            remote(server.url("/b"), &digest, &diff_id, layer.len()),
+        ],
+        ..ImageSpec::default()
+    };
+    let (verifier, _) = new_verifier(&VerifySettings {
+        concurrency: 2,
+        timeout: Duration::from_secs(60),
+        ..VerifySettings::default()
+    });
+
+    // Three verifications of two checks each: six requests, at most two at a time.
+    let runs: Vec<_> = (0..3)
+        .map(|_| {
+            let (verifier, spec) = (verifier.clone(), spec.clone());
+            tokio::spawn(async move { verifier.verify(&spec).await })
+        })
+        .collect();
+    for answered in 0..6 {
+        let expected = 2.min(6 - answered);
+        eventually(&format!("{expected} requests waiting"), async || {
+            server.waiting() == expected
+        })
+        .await;
+        server.let_through();
+        eventually("one more answered", async || {
+            server.answered() == answered + 1
+        })
+        .await;
+    }
+
+    for run in runs {
+        let report = run.await.unwrap();
+        assert!(report.ok, "{report:#?}");
+    }
+    assert_eq!(server.most_waiting(), 2);
 }

@@ -1,14 +1,16 @@
 //! Real parts for the registry tests, on loopback: Debian's `docker-registry` (the reference
 //! registry, distribution 2.8) started on a free port with storage in a temporary directory, with
 //! no auth, `htpasswd` (bcrypt) or `token` auth; a token issuer for the latter; images pushed
-//! through the registry's HTTP API; a content server for remote layers.
+//! through the registry's HTTP API; a content server for remote layers, and one that answers
+//! only when the test lets it; a redirector; a registry stand-in for the manifests the reference
+//! registry refuses to store.
 
 use std::io::Write;
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::Path;
 use std::process::Stdio;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::extract::State;
@@ -61,6 +63,12 @@ pub enum RegistryAuth {
     Htpasswd,
     /// Bearer tokens from this issuer.
     Token(Arc<TokenIssuer>),
+    /// Bearer tokens signed by this issuer, whose realm the registry names as `realm` (a URL
+    /// that redirects to the issuer, say).
+    TokenVia {
+        issuer: Arc<TokenIssuer>,
+        realm: String,
+    },
 }
 
 /// A `docker-registry serve` process, stopped when dropped.
@@ -104,20 +112,10 @@ impl TestRegistry {
                 )
             }
             RegistryAuth::Token(issuer) => {
-                let bundle = dir.path().join("token-ca.pem");
-                std::fs::write(&bundle, &issuer.cert_pem).unwrap();
-                (
-                    format!(
-                        "auth:\n  token:\n    realm: http://{}/token\n    service: {}\n    \
-                         issuer: {}\n    rootcertbundle: {}\n",
-                        issuer.addr,
-                        TokenIssuer::SERVICE,
-                        TokenIssuer::ISSUER,
-                        bundle.display()
-                    ),
-                    RegistryAuthKind::Token(issuer),
-                )
+                let realm = issuer.realm();
+                token_auth(dir.path(), issuer, realm)
             }
+            RegistryAuth::TokenVia { issuer, realm } => token_auth(dir.path(), issuer, realm),
         };
         let config = dir.path().join("config.yml");
         std::fs::write(
@@ -305,8 +303,24 @@ impl TestRegistry {
     }
 }
 
+/// The `auth:` section of a registry that trusts `issuer`'s tokens and sends clients to `realm`.
+fn token_auth(dir: &Path, issuer: Arc<TokenIssuer>, realm: String) -> (String, RegistryAuthKind) {
+    let bundle = dir.join("token-ca.pem");
+    std::fs::write(&bundle, &issuer.cert_pem).unwrap();
+    (
+        format!(
+            "auth:\n  token:\n    realm: {realm}\n    service: {}\n    issuer: {}\n    \
+             rootcertbundle: {}\n",
+            TokenIssuer::SERVICE,
+            TokenIssuer::ISSUER,
+            bundle.display()
+        ),
+        RegistryAuthKind::Token(issuer),
+    )
+}
+
 /// A port that was free a moment ago (the registry binds it itself).
-async fn free_port() -> u16 {
+pub async fn free_port() -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     listener.local_addr().unwrap().port()
 }
@@ -324,23 +338,48 @@ pub fn docker_config(dir: &Path, registry: &str, user: &str, password: &str) -> 
     path
 }
 
+/// A Docker config file with [`USER`] and [`PASSWORD`] for each of `registries`, in the
+/// `username` / `password` form.
+pub fn docker_config_for_all(dir: &Path, registries: &[&str]) -> std::path::PathBuf {
+    let path = dir.join("config.json");
+    let auths: serde_json::Map<String, serde_json::Value> = registries
+        .iter()
+        .map(|registry| {
+            (
+                (*registry).to_owned(),
+                json!({"username": USER, "password": PASSWORD}),
+            )
+        })
+        .collect();
+    std::fs::write(&path, json!({ "auths": auths }).to_string()).unwrap();
+    path
+}
+
 /// A token issuer for `auth: token` registries: answers `GET /token` with a JWT (ES256, its
 /// certificate in the `x5c` header, which the registry's `rootcertbundle` trusts) granting the
-/// scope asked for to [`USER`] with [`PASSWORD`], and nothing to anyone else.
+/// scope asked for to [`USER`] with [`PASSWORD`], and nothing to anyone else. Keeps every token
+/// it issued, so that tests can look for them where they must not be.
 pub struct TokenIssuer {
     /// Where it listens.
     pub addr: SocketAddr,
     cert_pem: String,
     cert_der: Vec<u8>,
     key: EcdsaKeyPair,
+    issued: Mutex<Vec<String>>,
+    requests: AtomicUsize,
 }
 
 impl TokenIssuer {
     const SERVICE: &str = "test-registry";
     const ISSUER: &str = "test-token-issuer";
 
-    /// Starts the issuer on a port of its own.
+    /// Starts the issuer on a port of its own on 127.0.0.1.
     pub async fn start() -> Arc<Self> {
+        Self::start_on(Ipv4Addr::LOCALHOST).await
+    }
+
+    /// Starts the issuer on a port of its own on `ip`, a loopback address.
+    pub async fn start_on(ip: Ipv4Addr) -> Arc<Self> {
         let key_pair = rcgen::KeyPair::generate().unwrap();
         let cert = rcgen::CertificateParams::new(vec!["token-issuer".to_owned()])
             .unwrap()
@@ -352,18 +391,37 @@ impl TokenIssuer {
             &SystemRandom::new(),
         )
         .unwrap();
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let listener = TcpListener::bind(SocketAddr::new(IpAddr::V4(ip), 0))
+            .await
+            .unwrap();
         let issuer = Arc::new(Self {
             addr: listener.local_addr().unwrap(),
             cert_pem: cert.pem(),
             cert_der: cert.der().to_vec(),
             key,
+            issued: Mutex::new(Vec::new()),
+            requests: AtomicUsize::new(0),
         });
         let app = axum::Router::new()
             .route("/token", get(issue))
             .with_state(Arc::clone(&issuer));
         tokio::spawn(async move { axum::serve(listener, app).await });
         issuer
+    }
+
+    /// Its `/token` URL, the realm registries name.
+    pub fn realm(&self) -> String {
+        format!("http://{}/token", self.addr)
+    }
+
+    /// Every token it issued over HTTP (not those [`Self::token`] made for the test itself).
+    pub fn issued(&self) -> Vec<String> {
+        self.issued.lock().unwrap().clone()
+    }
+
+    /// How many requests it got.
+    pub fn requests(&self) -> usize {
+        self.requests.load(Ordering::SeqCst)
     }
 
     /// A token granting `actions` on `repository`.
@@ -418,6 +476,7 @@ fn rand_suffix() -> u64 {
 /// `GET /token?service=...&scope=repository:NAME:pull`: the scope for the right basic
 /// credentials, an empty grant for anonymous callers, 401 for wrong credentials.
 async fn issue(State(issuer): State<Arc<TokenIssuer>>, uri: Uri, headers: HeaderMap) -> Response {
+    issuer.requests.fetch_add(1, Ordering::SeqCst);
     let scope = url::form_urlencoded::parse(uri.query().unwrap_or_default().as_bytes())
         .find(|(name, _)| name == "scope")
         .map(|(_, value)| value.into_owned())
@@ -435,12 +494,14 @@ async fn issue(State(issuer): State<Arc<TokenIssuer>>, uri: Uri, headers: Header
             issuer.token(repository, &access)
         }
     };
+    issuer.issued.lock().unwrap().push(token.clone());
     let body = json!({"token": token, "access_token": token, "expires_in": 300}).to_string();
     ([(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 
-/// A content server: `/layer` serves the layer (HEAD too), `/no-head` refuses HEAD and serves
-/// ranged GETs, `/to-metadata` redirects into 169.254.0.0/16, `/loop` redirects to itself;
+/// A content server: `/layer` serves the layer (HEAD too), `/no-head` refuses HEAD (405) and
+/// serves ranged GETs, `/signed-for-get` does the same with a 403 to HEAD (as stores do for a URL
+/// signed for GET), `/to-metadata` redirects into 169.254.0.0/16, `/loop` redirects to itself;
 /// anything else is 404. Counts the requests it gets.
 pub struct ContentServer {
     /// Where it listens.
@@ -460,6 +521,7 @@ impl ContentServer {
         let app = axum::Router::new()
             .route("/layer", get(full))
             .route("/no-head", get(ranged).head(StatusCode::METHOD_NOT_ALLOWED))
+            .route("/signed-for-get", get(ranged).head(StatusCode::FORBIDDEN))
             .route(
                 "/to-metadata",
                 get(|| async {
@@ -505,6 +567,136 @@ async fn ranged(State(layer): State<Arc<Vec<u8>>>, headers: HeaderMap) -> Respon
             .into_response();
     }
     layer.as_ref().clone().into_response()
+}
+
+/// A server whose every answer is a redirect to `target` (the request's query kept); returns
+/// where it listens.
+pub async fn redirector(target: String) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let app = axum::Router::new().fallback(move |uri: Uri| {
+        let location = match uri.query() {
+            Some(query) => format!("{target}?{query}"),
+            None => target.clone(),
+        };
+        async move {
+            (
+                StatusCode::TEMPORARY_REDIRECT,
+                [(header::LOCATION, location)],
+            )
+        }
+    });
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    addr
+}
+
+/// A content server whose every request waits until the test lets one through
+/// ([`Self::let_through`]), then gets the layer; counts the requests waiting and the most that
+/// ever waited at once.
+pub struct GatedServer {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    state: Arc<Gate>,
+}
+
+struct Gate {
+    layer: Vec<u8>,
+    open: tokio::sync::Semaphore,
+    waiting: AtomicUsize,
+    most_waiting: AtomicUsize,
+    answered: AtomicUsize,
+}
+
+impl GatedServer {
+    /// Serves `layer` at every path, once let through.
+    pub async fn start(layer: Vec<u8>) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let state = Arc::new(Gate {
+            layer,
+            open: tokio::sync::Semaphore::new(0),
+            waiting: AtomicUsize::new(0),
+            most_waiting: AtomicUsize::new(0),
+            answered: AtomicUsize::new(0),
+        });
+        let app = axum::Router::new()
+            .route("/{*path}", get(gated))
+            .with_state(Arc::clone(&state));
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        Self { addr, state }
+    }
+
+    /// The URL of `path` on it.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// Lets one waiting (or the next) request through.
+    pub fn let_through(&self) {
+        self.state.open.add_permits(1);
+    }
+
+    /// How many requests wait now.
+    pub fn waiting(&self) -> usize {
+        self.state.waiting.load(Ordering::SeqCst)
+    }
+
+    /// The most requests that ever waited at once.
+    pub fn most_waiting(&self) -> usize {
+        self.state.most_waiting.load(Ordering::SeqCst)
+    }
+
+    /// How many requests were answered.
+    pub fn answered(&self) -> usize {
+        self.state.answered.load(Ordering::SeqCst)
+    }
+}
+
+async fn gated(State(gate): State<Arc<Gate>>) -> Vec<u8> {
+    let waiting = gate.waiting.fetch_add(1, Ordering::SeqCst) + 1;
+    gate.most_waiting.fetch_max(waiting, Ordering::SeqCst);
+    gate.open.acquire().await.unwrap().forget();
+    gate.waiting.fetch_sub(1, Ordering::SeqCst);
+    gate.answered.fetch_add(1, Ordering::SeqCst);
+    gate.layer.clone()
+}
+
+/// A stand-in for a registry, for what the reference registry refuses to store: answers `/v2/`
+/// with 200 and `/v2/big/manifests/<tag>` with an OCI manifest one byte over 4 MiB, with its
+/// length (tag `sized`) or streamed without one (tag `streamed`); anything else is 404.
+pub async fn oversized_manifest_registry() -> SocketAddr {
+    const OVER_4_MIB: usize = 4 * 1024 * 1024 + 1;
+    let manifest = || {
+        let padding = OVER_4_MIB - r#"{"schemaVersion":2,"annotations":{"pad":""}}"#.len();
+        format!(
+            r#"{{"schemaVersion":2,"annotations":{{"pad":"{}"}}}}"#,
+            "x".repeat(padding)
+        )
+        .into_bytes()
+    };
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let app = axum::Router::new()
+        .route("/v2/", get(|| async { "{}" }))
+        .route(
+            "/v2/big/manifests/sized",
+            get(move || async move { ([(header::CONTENT_TYPE, OCI_MANIFEST)], manifest()) }),
+        )
+        .route(
+            "/v2/big/manifests/streamed",
+            get(move || async move {
+                let chunks = manifest()
+                    .chunks(64 * 1024)
+                    .map(|chunk| Ok::<_, std::io::Error>(bytes::Bytes::copy_from_slice(chunk)))
+                    .collect::<Vec<_>>();
+                (
+                    [(header::CONTENT_TYPE, OCI_MANIFEST)],
+                    axum::body::Body::from_stream(futures::stream::iter(chunks)),
+                )
+            }),
+        );
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    addr
 }
 
 /// A remote gzip layer at `url`.

@@ -20,8 +20,8 @@ use crate::fixtures::put;
 use crate::observability::scrape;
 use crate::process::ServerProcess;
 use crate::registry_fixture::{
-    ContentServer, PASSWORD, RegistryAuth, TestRegistry, TokenIssuer, USER, gzip_layer, remote,
-    sha256,
+    ContentServer, PASSWORD, RegistryAuth, TestRegistry, TokenIssuer, USER, docker_config_for_all,
+    gzip_layer, remote, sha256,
 };
 
 on_both_backends!(
@@ -469,23 +469,14 @@ async fn the_cli_verifies_by_id_or_file_and_puts_with_verify_and_pin(backend: Ba
 async fn no_credential_reaches_a_log_line_an_answer_or_a_metric() {
     let issuer = TokenIssuer::start().await;
     let basic = TestRegistry::start(RegistryAuth::Htpasswd).await;
-    let token = TestRegistry::start(RegistryAuth::Token(issuer)).await;
+    let token = TestRegistry::start(RegistryAuth::Token(issuer.clone())).await;
     basic.push_image("private/base", "v1").await;
     token.push_image("private/ide", "v1").await;
     let dir = tempfile::tempdir().unwrap();
-    let auth_file = dir.path().join("config.json");
-    std::fs::write(
-        &auth_file,
-        serde_json::json!({"auths": {
-            basic.host.as_str(): {"username": USER, "password": PASSWORD},
-            token.host.as_str(): {"username": USER, "password": PASSWORD},
-        }})
-        .to_string(),
-    )
-    .unwrap();
+    let auth_file = docker_config_for_all(dir.path(), &[&basic.host, &token.host]);
     let url = format!("sqlite://{}", dir.path().join("specs.db").display());
     let insecure = format!("{},{}", basic.host, token.host);
-    // Every level of every crate: oci-client's token flow, reqwest and hyper included.
+    // Every level of every crate: reqwest and hyper included.
     let mut server = ServerProcess::start(
         &url,
         &[
@@ -537,8 +528,8 @@ async fn no_credential_reaches_a_log_line_an_answer_or_a_metric() {
         logs.push(event.to_string());
     }
     assert!(
-        logs.iter().any(|line| line.contains("oci_client")),
-        "the token flow's own lines are there too"
+        logs.iter().any(|line| line.contains("reqwest::connect")),
+        "the registry client's own lines are there too"
     );
     let metrics = reqwest::get(format!("http://{}/metrics", server.metrics_addr))
         .await
@@ -553,7 +544,87 @@ async fn no_credential_reaches_a_log_line_an_answer_or_a_metric() {
     let basic_header =
         base64::engine::general_purpose::STANDARD.encode(format!("{USER}:{PASSWORD}"));
     let exposed = format!("{report:?}{}{metrics}", logs.join("\n"));
-    for secret in [PASSWORD, basic_header.as_str(), "Bearer ey"] {
+    let tokens = issuer.issued();
+    assert_eq!(
+        tokens.len(),
+        2,
+        "one token per resolution on the token registry"
+    );
+    for secret in [PASSWORD, basic_header.as_str()]
+        .into_iter()
+        .chain(tokens.iter().map(String::as_str))
+    {
         assert!(!exposed.contains(secret), "{secret:?} leaked");
     }
+}
+
+#[tokio::test]
+async fn a_cli_put_under_verify_required_gets_the_report_even_with_a_short_timeout() {
+    // A registry that accepts connections and never answers.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let silent_host = silent.local_addr().unwrap().to_string();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = silent.accept().await {
+            held.push(socket);
+        }
+    });
+    let insecure = silent_host.clone();
+    let world = World::new(Backend::Sqlite, move |s| {
+        s.verify.required = true;
+        s.verify.timeout = std::time::Duration::from_secs(2);
+        s.verify.insecure_registries.push(insecure);
+    })
+    .await;
+    let spec = ImageSpec {
+        base_ref: format!("{silent_host}/base:v1"),
+        ..ImageSpec::default()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let spec_file = dir.path().join("spec.json");
+    std::fs::write(&spec_file, serde_json::to_string(&spec).unwrap()).unwrap();
+    let fixed_spec_file = dir.path().join("fixed-spec.json");
+    std::fs::write(
+        &fixed_spec_file,
+        serde_json::json!({ "ws-2": serde_json::to_value(&spec).unwrap() }).to_string(),
+    )
+    .unwrap();
+    let timed_out =
+        format!("spec.base_ref: {silent_host} did not answer within 2s (verify.timeout)");
+
+    // --timeout 1s is shorter than the server's verify.timeout: the call still waits for the
+    // report instead of giving up with DeadlineExceeded.
+    let put = run(
+        &world.app,
+        &[
+            "put",
+            "ws-1",
+            "--file",
+            spec_file.to_str().unwrap(),
+            "--timeout",
+            "1s",
+        ],
+    )
+    .await
+    .expect_code(1);
+    let import = run(
+        &world.app,
+        &[
+            "import",
+            fixed_spec_file.to_str().unwrap(),
+            "--timeout",
+            "1s",
+        ],
+    )
+    .await
+    .expect_code(1);
+
+    assert!(
+        put.stderr.contains("was rejected with FailedPrecondition"),
+        "{put:#?}"
+    );
+    assert!(put.stderr.contains(&timed_out), "{put:#?}");
+    assert!(import.stderr.contains(&timed_out), "{import:#?}");
+    assert_eq!(world.stored("ws-1").await, Err(Code::NotFound));
+    assert_eq!(world.stored("ws-2").await, Err(Code::NotFound));
 }

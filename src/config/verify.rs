@@ -36,7 +36,7 @@ pub struct VerifySettings {
     /// that has not answered by then fails its check with that reason.
     #[serde(with = "humantime_serde")]
     pub timeout: Duration,
-    /// Most checks of one verification in flight at once.
+    /// Most checks in flight at once, across all verifications together (one shared bound).
     pub concurrency: usize,
     /// How long a resolved manifest digest is reused without asking the registry again
     /// (failures are never cached). `0s` turns the cache off.

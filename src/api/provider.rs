@@ -117,7 +117,8 @@ where
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
         if request.uri().path() != GET_IMAGE_SPEC_PATH {
-            return Box::pin(async { Ok(unimplemented()) });
+            // UNIMPLEMENTED, as tonic's generated services answer it.
+            return Box::pin(async { Ok(wire::trailers_only(tonic::Code::Unimplemented, None)) });
         }
         let service = self.inner.clone();
         Box::pin(async move {
@@ -131,22 +132,6 @@ where
             Ok(answer.unwrap_or_else(|err| Status::from(err).into_http()))
         })
     }
-}
-
-/// The answer to a method this service does not have: UNIMPLEMENTED, as tonic's generated
-/// services give it.
-fn unimplemented() -> http::Response<tonic::body::Body> {
-    let mut response = http::Response::new(tonic::body::Body::default());
-    let headers = response.headers_mut();
-    headers.insert(
-        Status::GRPC_STATUS,
-        http::HeaderValue::from(tonic::Code::Unimplemented as i32),
-    );
-    headers.insert(
-        http::header::CONTENT_TYPE,
-        tonic::metadata::GRPC_CONTENT_TYPE,
-    );
-    response
 }
 
 #[cfg(test)]

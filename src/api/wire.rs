@@ -2,7 +2,7 @@
 //! request, and sending an answer that is already a framed message.
 //!
 //! tonic's server machinery copies every answer into a fresh 8 KiB buffer to frame it, on every
-//! call; the read cache keeps answers framed (see [`frame`]), so a hit hands the cached bytes
+//! call; the read cache keeps answers framed (see [`crate::framing::frame`]), so a hit hands the cached bytes
 //! to HTTP/2 as they are. What goes on the wire is what tonic sends: response headers with
 //! `content-type: application/grpc`, one DATA frame with the message, and `grpc-status: 0` in
 //! the trailers; errors are tonic's trailers-only answers ([`Status::into_http`]), and
@@ -17,9 +17,9 @@ use http::{HeaderMap, HeaderValue};
 use http_body::{Body, Frame};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use prost::Message;
-use tonic::Status;
 use tonic::codegen::StdError;
 use tonic::metadata::{GRPC_CONTENT_TYPE, MetadataValue};
+use tonic::{Code, Status};
 
 use crate::domain::{Error, SpecId};
 use crate::framing::split_message;
@@ -78,7 +78,7 @@ fn decode_unary<M: Message + Default>(body: &[u8]) -> Result<M, Status> {
     M::decode(message).map_err(|err| Status::internal(format!("decoding the request: {err}")))
 }
 
-/// The OK answer whose message is `framed` (see [`frame`]).
+/// The OK answer whose message is `framed` (see [`crate::framing::frame`]).
 pub fn answer(framed: Bytes) -> http::Response<tonic::body::Body> {
     let mut response = http::Response::new(tonic::body::Body::new(Answer {
         message: Some(framed),
@@ -130,13 +130,24 @@ impl NotFound {
         message.extend_from_slice(&self.after);
         let message = HeaderValue::from_maybe_shared(message.freeze())
             .expect("an encoded sentence with a valid id is a valid header value");
-        let mut response = http::Response::new(tonic::body::Body::default());
-        let headers = response.headers_mut();
-        headers.insert(http::header::CONTENT_TYPE, GRPC_CONTENT_TYPE);
-        headers.insert(Status::GRPC_STATUS, HeaderValue::from_static("5"));
-        headers.insert(Status::GRPC_MESSAGE, message);
-        response
+        trailers_only(Code::NotFound, Some(message))
     }
+}
+
+/// An answer that is all headers and ends the stream, as tonic writes a [`Status`]:
+/// `content-type`, `grpc-status` and, if given, the already percent-encoded `grpc-message`.
+pub fn trailers_only(
+    code: Code,
+    message: Option<HeaderValue>,
+) -> http::Response<tonic::body::Body> {
+    let mut response = http::Response::new(tonic::body::Body::default());
+    let headers = response.headers_mut();
+    headers.insert(http::header::CONTENT_TYPE, GRPC_CONTENT_TYPE);
+    headers.insert(Status::GRPC_STATUS, HeaderValue::from(code as i32));
+    if let Some(message) = message {
+        headers.insert(Status::GRPC_MESSAGE, message);
+    }
+    response
 }
 
 impl Default for NotFound {
@@ -182,7 +193,6 @@ impl Body for Answer {
 #[cfg(test)]
 mod tests {
     use proptest::prelude::*;
-    use tonic::Code;
 
     use super::*;
     use crate::framing::frame;

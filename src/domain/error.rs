@@ -27,14 +27,6 @@ impl fmt::Display for FieldViolation {
     }
 }
 
-/// What a NOT_FOUND's sentence says before the quoted id. GetImageSpec's hot path writes its
-/// NOT_FOUND answer from these parts without building an [`Error`] (`crate::api::wire`): one
-/// wording for both.
-pub const NOT_FOUND_BEFORE_ID: &str = "no spec with id ";
-
-/// What a NOT_FOUND's sentence says after the quoted id.
-pub const NOT_FOUND_AFTER_ID: &str = " (it was never stored, was deleted, or has expired)";
-
 /// Everything that can go wrong while serving a request.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -75,11 +67,12 @@ pub enum Error {
 }
 
 impl Error {
-    /// The usual NOT_FOUND for an id with no live record: [`NOT_FOUND_BEFORE_ID`], the id quoted,
-    /// [`NOT_FOUND_AFTER_ID`].
+    /// The usual NOT_FOUND for an id with no live record.
     pub fn not_found(id: &str) -> Self {
         Self::NotFound {
-            message: format!("{NOT_FOUND_BEFORE_ID}{id:?}{NOT_FOUND_AFTER_ID}"),
+            message: format!(
+                "no spec with id {id:?} (it was never stored, was deleted, or has expired)"
+            ),
         }
     }
 

@@ -6,15 +6,15 @@
 use tonic::{Request, Response, Status};
 
 use super::ApiState;
-use super::convert::{list_response, record_to_proto, report_to_proto};
+use super::convert::{decode_spec, list_response, record_to_proto, report_to_proto};
 use crate::domain::validate::{
-    VerifyInput, VerifyTarget, validate_delete, validate_get, validate_list, validate_put,
-    validate_verify,
+    VerifyTarget, validate_delete, validate_get, validate_list, validate_put, validate_verify,
 };
-use crate::domain::verification::{PutVerification, decode, verified_spec};
+use crate::domain::verification::{PutVerification, verified_spec};
 use crate::domain::{Caller, Error, micros_now};
 use crate::metrics::rpc_log::{RpcKind, note};
 use crate::proto::specprovider::v1::spec_admin_server::SpecAdmin;
+use crate::proto::specprovider::v1::verify_spec_request::Target;
 use crate::proto::specprovider::v1::{
     DeleteSpecRequest, DeleteSpecResponse, GetSpecRequest, ListSpecsRequest, ListSpecsResponse,
     PutSpecRequest, SpecRecord, VerifySpecRequest, VerifySpecResponse,
@@ -37,16 +37,16 @@ impl AdminService {
 type Answer<T> = Result<Response<T>, Status>;
 
 /// The message of `request`, its `id` noted for the RPC's log line (the prefix, for a listing).
-fn noted<T>(request: Request<T>, kind: RpcKind, id: impl FnOnce(&T) -> &String) -> T {
+fn noted<T>(request: Request<T>, kind: RpcKind, id: impl FnOnce(&T) -> &str) -> T {
     let message = request.into_inner();
-    note(kind, id(&message).clone());
+    note(kind, id(&message).to_owned());
     message
 }
 
 /// The message of a write and who sent it, both noted for the RPC's log line. The auth layer
 /// put the caller in the request's extensions (`crate::security::auth`); a request that did not
 /// pass through it brought no credentials.
-fn noted_write<T>(request: Request<T>, id: impl FnOnce(&T) -> &String) -> (T, Caller) {
+fn noted_write<T>(request: Request<T>, id: impl FnOnce(&T) -> &str) -> (T, Caller) {
     let caller = request
         .extensions()
         .get::<Caller>()
@@ -66,8 +66,9 @@ impl SpecAdmin for AdminService {
             PutVerification::requested(req.verify, req.pin_references, self.state.verify_required);
         let mut cmd = validate_put(req.into(), &self.state.rules, caller)?;
         if how != PutVerification::Skip {
-            let report = self.state.verifier()?.verify(&decode(&cmd.spec)?).await;
-            cmd.spec = verified_spec(cmd.spec, &report, how, &self.state.rules)?;
+            let spec = decode_spec(cmd.spec.bytes())?;
+            let report = self.state.verifier.verify(&spec).await;
+            cmd.spec = verified_spec(cmd.spec, &spec, &report, how, &self.state.rules)?;
         }
         let id = cmd.id.clone();
         let outcome = self.state.store()?.put(cmd, micros_now()).await;
@@ -103,21 +104,19 @@ impl SpecAdmin for AdminService {
     }
 
     async fn verify_spec(&self, request: Request<VerifySpecRequest>) -> Answer<VerifySpecResponse> {
-        let input: VerifyInput = request.into_inner().into();
-        let id = match &input {
-            VerifyInput::Id(id) => id.clone(),
-            VerifyInput::Spec(_) | VerifyInput::Missing => String::new(),
-        };
-        note(RpcKind::Read, id);
-        let spec = match validate_verify(input, &self.state.rules)? {
+        let req = noted(request, RpcKind::Read, |req| match &req.target {
+            Some(Target::Id(id)) => id,
+            Some(Target::Spec(_)) | None => "",
+        });
+        let spec = match validate_verify(req.into(), &self.state.rules)? {
             VerifyTarget::Stored(id) => {
                 let record = self.state.store()?.get(&id, micros_now()).await?;
                 let record = record.ok_or_else(|| Error::not_found(id.as_str()))?;
-                record_to_proto(record)?.spec.unwrap_or_default()
+                decode_spec(record.spec.as_deref().unwrap_or_default())?
             }
-            VerifyTarget::Given(spec) => decode(&spec)?,
+            VerifyTarget::Given(spec) => decode_spec(spec.bytes())?,
         };
-        let report = self.state.verifier()?.verify(&spec).await;
+        let report = self.state.verifier.verify(&spec).await;
         Ok(Response::new(report_to_proto(report)))
     }
 }

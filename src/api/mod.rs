@@ -29,21 +29,28 @@ pub struct ApiState {
     store: Arc<dyn Store>,
     cache: SpecCache,
     rules: ValidationRules,
-    verifier: Option<Verifier>,
+    verifier: Verifier,
     verify_required: bool,
     ready: Arc<AtomicBool>,
 }
 
 impl ApiState {
-    /// State over `store`. RPCs answer UNAVAILABLE until [`ApiState::mark_ready`] is called
-    /// (once the database answered and migrations are applied).
-    pub fn new(store: Arc<dyn Store>, rules: ValidationRules) -> Self {
+    /// State over `store`, verifying specs with `verifier` (VerifySpec, and PutSpec when asked
+    /// to; with `verify_required`, `verify.required`, every PutSpec). RPCs answer UNAVAILABLE
+    /// until [`ApiState::mark_ready`] is called (once the database answered and migrations are
+    /// applied).
+    pub fn new(
+        store: Arc<dyn Store>,
+        rules: ValidationRules,
+        verifier: Verifier,
+        verify_required: bool,
+    ) -> Self {
         Self {
             store,
             cache: SpecCache::disabled(),
             rules,
-            verifier: None,
-            verify_required: false,
+            verifier,
+            verify_required,
             ready: Arc::new(AtomicBool::new(false)),
         }
     }
@@ -51,14 +58,6 @@ impl ApiState {
     /// Serves GetImageSpec through `cache`, which the writes of this process invalidate.
     pub fn with_cache(mut self, cache: SpecCache) -> Self {
         self.cache = cache;
-        self
-    }
-
-    /// Verifies specs with `verifier` (VerifySpec, and PutSpec when asked to); with `required`
-    /// (`verify.required`) every PutSpec verifies.
-    pub fn with_verifier(mut self, verifier: Verifier, required: bool) -> Self {
-        self.verifier = Some(verifier);
-        self.verify_required = required;
         self
     }
 
@@ -81,13 +80,6 @@ impl ApiState {
                 "the database has not answered yet or its migrations are not applied"
             )))
         }
-    }
-
-    /// The verifier; a server always has one ([`ApiState::with_verifier`]).
-    fn verifier(&self) -> Result<&Verifier, Error> {
-        self.verifier
-            .as_ref()
-            .ok_or_else(|| Error::Internal(anyhow::anyhow!("no verifier was set up")))
     }
 }
 

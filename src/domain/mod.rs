@@ -17,6 +17,6 @@ pub use id::{SpecId, is_id_prefix};
 pub use page_token::PageToken;
 pub use record::{
     DEFAULT_PAGE_SIZE, DeleteCommand, Labels, ListPage, ListQuery, MAX_PAGE_SIZE, PutCommand,
-    PutOutcome, SpecRecord, ValidatedSpec, micros_now, spec_digest,
+    PutOutcome, SpecRecord, ValidatedSpec, micros_now, sha256_digest, spec_digest,
 };
 pub use rules::{DeleteDecision, PutDecision, decide_delete, decide_put};

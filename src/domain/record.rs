@@ -44,7 +44,12 @@ impl ValidatedSpec {
 
 /// `sha256:<lowercase hex>` of an encoded spec.
 pub fn spec_digest(encoded_spec: &[u8]) -> String {
-    format!("sha256:{}", hex::encode(Sha256::digest(encoded_spec)))
+    sha256_digest(encoded_spec)
+}
+
+/// `sha256:<lowercase hex>` of `bytes`: an OCI digest.
+pub fn sha256_digest(bytes: &[u8]) -> String {
+    format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
 }
 
 /// The current time, truncated to the microsecond: the precision both databases keep, so a

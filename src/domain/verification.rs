@@ -2,10 +2,9 @@
 //! `crate::registry` produces, the refusal of a put that failed it, and the pinning of image
 //! references to the digests it resolved.
 
-use prost::Message;
 use serde::Serialize;
 
-use super::validate::{ValidationRules, validate_spec};
+use super::validate::{ValidationRules, validate_owned_spec};
 use super::{Error, FieldViolation, ValidatedSpec};
 use crate::proto::registryfacade::ImageSpec;
 
@@ -58,9 +57,11 @@ impl PutVerification {
 
 /// The spec a put stores after `report`: refused with `FailedPrecondition` (one violation per
 /// failed check) when a check failed; with its image references pinned for
-/// [`PutVerification::Pin`] (validated again, as pinning makes the spec longer).
+/// [`PutVerification::Pin`] (validated again, as pinning makes the spec longer). `decoded` is
+/// `spec` as the message it was verified as.
 pub fn verified_spec(
     spec: ValidatedSpec,
+    decoded: &ImageSpec,
     report: &Report,
     how: PutVerification,
     rules: &ValidationRules,
@@ -80,17 +81,10 @@ pub fn verified_spec(
     if how != PutVerification::Pin {
         return Ok(spec);
     }
-    let pinned = pin_references(&decode(&spec)?, report).map_err(|unpinned| {
+    let pinned = pin_references(decoded, report).map_err(|unpinned| {
         Error::Internal(anyhow::Error::new(unpinned).context("pinning a verified spec"))
     })?;
-    validate_spec("spec", Some(&pinned), rules).map_err(Error::InvalidArgument)
-}
-
-/// The spec a [`ValidatedSpec`] holds, to verify it.
-pub fn decode(spec: &ValidatedSpec) -> Result<ImageSpec, Error> {
-    ImageSpec::decode(spec.bytes()).map_err(|err| {
-        Error::Internal(anyhow::Error::new(err).context("decoding a validated spec"))
-    })
+    validate_owned_spec("spec", pinned, rules).map_err(Error::InvalidArgument)
 }
 
 /// A reference that cannot be pinned: its check failed or is missing from the report.

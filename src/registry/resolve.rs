@@ -19,12 +19,13 @@ use oci_client::token_cache::RegistryToken;
 use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, WWW_AUTHENTICATE};
 use reqwest::{Method, StatusCode};
 use serde::Deserialize;
-use sha2::{Digest, Sha256};
 use tokio::time::Instant;
 use url::Url;
 
 use super::auth_file::{AuthFile, Credential};
 use super::http::{SafeClient, SendError, host_label, read_bounded, timed_out};
+use crate::domain::sha256_digest;
+use crate::domain::validate::is_sha256_digest;
 
 /// Largest manifest, token or error body read (the reference registry refuses manifests over
 /// 4 MiB).
@@ -87,14 +88,6 @@ struct IndexEntry {
     platform: Option<EntryPlatform>,
 }
 
-/// Whether `digest` is `sha256:` and 64 lowercase hex digits: what an index entry must name
-/// before it goes into a URL.
-fn is_sha256_digest(digest: &str) -> bool {
-    digest.strip_prefix("sha256:").is_some_and(|hex| {
-        hex.len() == 64 && hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
-    })
-}
-
 /// What a `Bearer` challenge asks a token to be fetched from.
 #[derive(Debug, PartialEq, Eq)]
 struct BearerChallenge {
@@ -150,7 +143,7 @@ impl Manifest {
     /// The body's sha256, which must match the reference's digest (if it names one) and the
     /// registry's `Docker-Content-Digest` (if it sent one).
     fn digest(&self, reference: &Reference) -> Result<String, String> {
-        let digest = format!("sha256:{}", hex::encode(Sha256::digest(&self.body)));
+        let digest = sha256_digest(&self.body);
         if let Some(named) = reference.digest()
             && named != digest
         {

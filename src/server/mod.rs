@@ -169,9 +169,13 @@ impl Application {
             allow_http_urls: settings.validation.allow_http_urls,
             max_spec_bytes: settings.limits.max_spec_bytes,
         };
-        let state = ApiState::new(self.store.clone(), rules)
-            .with_cache(self.cache.clone())
-            .with_verifier(self.verifier.clone(), settings.verify.required);
+        let state = ApiState::new(
+            self.store.clone(),
+            rules,
+            self.verifier.clone(),
+            settings.verify.required,
+        )
+        .with_cache(self.cache.clone());
         let background = CancellationToken::new();
         let tasks = tasks::Background {
             settings,

@@ -22,7 +22,8 @@ use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use ring::rand::SystemRandom;
 use ring::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair};
 use serde_json::json;
-use sha2::{Digest, Sha256};
+/// `sha256:<hex>` of `bytes`.
+pub use spec_provider::domain::sha256_digest as sha256;
 use spec_provider::proto::registryfacade::content_layer::Spec as LayerSpec;
 use spec_provider::proto::registryfacade::{ContentLayer, RemoteContentLayer};
 use tempfile::TempDir;
@@ -41,11 +42,6 @@ pub const GZIP_LAYER: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
 pub const USER: &str = "ws-manager";
 /// Its password; the tests check that it never shows up in a report.
 pub const PASSWORD: &str = "pull-secret-Zq7";
-
-/// `sha256:<hex>` of `bytes`.
-pub fn sha256(bytes: &[u8]) -> String {
-    format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
-}
 
 /// A gzip tar layer with one file, and the digest of its uncompressed tar (its diff_id).
 pub fn gzip_layer(contents: &[u8]) -> (Vec<u8>, String) {

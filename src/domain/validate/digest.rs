@@ -23,6 +23,13 @@ pub(super) fn check_digest(raw: &str) -> Result<(), String> {
     }
 }
 
+/// Whether `digest` is `sha256:` and 64 lowercase hex digits.
+pub(crate) fn is_sha256_digest(digest: &str) -> bool {
+    digest
+        .strip_prefix("sha256:")
+        .is_some_and(|hex| is_lowercase_hex(hex, 64))
+}
+
 /// Whether `s` is exactly `len` lowercase hex digits.
 fn is_lowercase_hex(s: &str, len: usize) -> bool {
     s.len() == len && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))

@@ -20,12 +20,14 @@ mod url;
 #[cfg(test)]
 pub(super) mod fixtures;
 
+pub(crate) use digest::is_sha256_digest;
 pub use labels::{MAX_LABELS, validate_labels};
 pub use request::{
     DeleteInput, DurationInput, ListInput, ListView, MAX_TTL_SECONDS, MIN_TTL_SECONDS, PutInput,
     VerifyInput, VerifyTarget, validate_delete, validate_get, validate_list, validate_put,
     validate_ttl, validate_verify,
 };
+pub(crate) use spec::validate_owned_spec;
 pub use spec::validate_spec;
 
 use super::FieldViolation;

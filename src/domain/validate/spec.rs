@@ -38,7 +38,7 @@ pub fn validate_spec(
 }
 
 /// `validate_spec` on a spec it may normalize in place.
-pub(super) fn validate_owned_spec(
+pub(crate) fn validate_owned_spec(
     field: &str,
     mut spec: ImageSpec,
     rules: &ValidationRules,

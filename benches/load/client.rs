@@ -92,10 +92,10 @@ impl Grpc {
         if status != tonic::Code::Ok {
             return Err(status);
         }
-        if data.len() < 5 {
+        if data.len() < framing::PREFIX_BYTES {
             return Err(tonic::Code::Internal);
         }
-        Ok(data.freeze().split_off(5))
+        Ok(data.freeze().split_off(framing::PREFIX_BYTES))
     }
 }
 

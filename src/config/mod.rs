@@ -96,24 +96,20 @@ impl Settings {
                     .required(true),
             );
         }
-        let settings: Settings = builder
-            .add_source(
+        // Only the named keys are lists: without them, `config` splits every value.
+        let environment = AuthSettings::LIST_KEYS
+            .into_iter()
+            .chain(VerifySettings::LIST_KEYS)
+            .fold(
                 config::Environment::with_prefix(ENV_PREFIX)
                     .prefix_separator("__")
                     .separator("__")
-                    // Only the named keys are lists: without them, `config` splits every value.
-                    .list_separator(",")
-                    .with_list_parse_key(AuthSettings::LIST_KEYS[0])
-                    .with_list_parse_key(AuthSettings::LIST_KEYS[1])
-                    .with_list_parse_key(AuthSettings::LIST_KEYS[2])
-                    .with_list_parse_key(AuthSettings::LIST_KEYS[3])
-                    .with_list_parse_key(VerifySettings::LIST_KEYS[0])
-                    .with_list_parse_key(VerifySettings::LIST_KEYS[1])
-                    .try_parsing(true)
-                    .source(env),
+                    .list_separator(","),
+                config::Environment::with_list_parse_key,
             )
-            .build()?
-            .try_deserialize()?;
+            .try_parsing(true)
+            .source(env);
+        let settings: Settings = builder.add_source(environment).build()?.try_deserialize()?;
         settings.validate()?;
         Ok(settings)
     }

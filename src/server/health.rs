@@ -21,10 +21,9 @@ pub const LIVENESS_SERVICE: &str = "liveness";
 #[derive(Clone)]
 pub(super) struct Health {
     reporter: HealthReporter,
-    /// What `/readyz` answers: whether the statuses are SERVING.
-    serving: Arc<AtomicBool>,
     stopping: Arc<AtomicBool>,
-    /// `spec_provider_ready`: 1 exactly while `serving`.
+    /// `spec_provider_ready`: 1 exactly while the statuses are SERVING, which is also what
+    /// `/readyz` answers.
     ready_gauge: IntGauge,
 }
 
@@ -37,7 +36,6 @@ impl Health {
             .await;
         let health = Self {
             reporter,
-            serving: Arc::new(AtomicBool::new(false)),
             stopping: Arc::new(AtomicBool::new(false)),
             ready_gauge,
         };
@@ -60,9 +58,8 @@ impl Health {
         };
         // Before the gRPC statuses: whoever sees the new status over gRPC finds `/readyz` and the
         // gauge agreeing.
-        let serving = status == ServingStatus::Serving;
-        self.serving.store(serving, Ordering::Release);
-        self.ready_gauge.set(i64::from(serving));
+        self.ready_gauge
+            .set(i64::from(status == ServingStatus::Serving));
         for service in std::iter::once("").chain(SERVICES) {
             self.reporter.set_service_status(service, status).await;
         }
@@ -76,6 +73,6 @@ impl Health {
 
     /// Whether the server is SERVING, for `/readyz`.
     pub(super) fn is_serving(&self) -> bool {
-        self.serving.load(Ordering::Acquire)
+        self.ready_gauge.get() == 1
     }
 }

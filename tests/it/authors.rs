@@ -11,14 +11,14 @@ use spec_provider::proto::specprovider::v1::spec_admin_client::SpecAdminClient;
 use spec_provider::proto::specprovider::v1::{
     DeleteSpecRequest, GetSpecRequest, ListSpecsRequest, PutSpecRequest, SpecRecord,
 };
+use tonic::Code;
 use tonic::transport::Channel;
-use tonic::{Code, Request};
 use tonic_health::pb::health_check_response::ServingStatus;
 
 use crate::app::{TestApp, spawn_app, spawn_app_with, wait_for_health};
 use crate::cli_client::{ids, run_at};
 use crate::db::Backend;
-use crate::fixtures::{labels, minimal_spec, put};
+use crate::fixtures::{labels, minimal_spec, put, with_token};
 use crate::security::{Ca, ServerFiles, client_config, spawn_tls_app_on, tls_channel};
 
 /// The admin tokens of two writers.
@@ -39,15 +39,6 @@ async fn spawn_with_writers(backend: Backend) -> TestApp {
         settings.auth.admin_tokens = vec![Secret::new(WRITER_A), Secret::new(WRITER_B)];
     })
     .await
-}
-
-/// `message`, sent with `token`.
-fn with_token<T>(message: T, token: &str) -> Request<T> {
-    let mut request = Request::new(message);
-    request
-        .metadata_mut()
-        .insert("authorization", format!("Bearer {token}").parse().unwrap());
-    request
 }
 
 /// How a record names the holder of `token`: `token:` and the first 12 hex digits of what

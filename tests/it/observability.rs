@@ -413,7 +413,7 @@ async fn request_ids_are_echoed_and_made_when_absent() {
 /// a client error logs at INFO, a GetImageSpec of an unknown id not at all (at DEBUG).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn json_log_lines_carry_the_request_id_method_code_and_latency() {
-    let (_dir, _url, mut server) = serving_with_json_logs().await;
+    let (_dir, _url, mut server) = serving_with_json_logs(&[]).await;
     let mut admin = SpecAdminClient::new(server.channel().await);
 
     // Answered before the puts below, so its line, if there were one, would come first.
@@ -477,11 +477,8 @@ async fn json_log_lines_carry_the_request_id_method_code_and_latency() {
 /// from the negative cache alike: method, id, code NotFound and the message the client got.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unknown_ids_line_at_debug_carries_its_code_and_message() {
-    let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}", dir.path().join("specs.db").display());
-    let mut server =
-        ServerProcess::start(&url, &[("RUST_LOG", "info,spec_provider::api=debug")]).await;
-    server.wait_until_serving().await;
+    let (_dir, _url, mut server) =
+        serving_with_json_logs(&[("RUST_LOG", "info,spec_provider::api=debug")]).await;
     let mut provider = SpecProviderClient::new(server.channel().await);
     for request_id in ["req-absent-1", "req-absent-2"] {
         let mut request = tonic::Request::new(GetImageSpecRequest {
@@ -513,7 +510,7 @@ async fn an_unknown_ids_line_at_debug_carries_its_code_and_message() {
 /// the client sees an opaque message.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_internal_error_is_logged_once_with_its_cause_chain() {
-    let (_dir, url, mut server) = serving_with_json_logs().await;
+    let (_dir, url, mut server) = serving_with_json_logs(&[]).await;
     let mut admin = SpecAdminClient::new(server.channel().await);
     admin
         .put_spec(put("ws-damaged", minimal_spec(1)))
@@ -635,12 +632,14 @@ async fn text_log_lines_to_a_pipe_are_plain() {
 // Helpers
 // ---------------------------------------------------------------------------------------------
 
-/// The binary with JSON logs on an SQLite database of its own (in the returned directory, at the
-/// returned URL), once it is SERVING.
-async fn serving_with_json_logs() -> (tempfile::TempDir, String, ServerProcess) {
+/// The binary with JSON logs and `env` on an SQLite database of its own (in the returned
+/// directory, at the returned URL), once it is SERVING.
+async fn serving_with_json_logs(
+    env: &[(&str, &str)],
+) -> (tempfile::TempDir, String, ServerProcess) {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}", dir.path().join("specs.db").display());
-    let server = ServerProcess::start(&url, &[]).await;
+    let server = ServerProcess::start(&url, env).await;
     server.wait_until_serving().await;
     (dir, url, server)
 }

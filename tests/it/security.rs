@@ -24,7 +24,6 @@ use spec_provider::proto::specprovider::v1::{DeleteSpecRequest, GetSpecRequest, 
 use spec_provider::server::Application;
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
-use tonic::metadata::MetadataValue;
 use tonic::transport::{Channel, Endpoint, Uri};
 use tonic::{Code, Request, Status};
 use tonic_health::pb::HealthCheckRequest;
@@ -36,7 +35,7 @@ use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
 
 use crate::app::{DEADLINE, eventually, spawn_app_with, test_settings, wait_for_health};
 use crate::db::{Backend, TestDb};
-use crate::fixtures::{minimal_spec, put};
+use crate::fixtures::{minimal_spec, put, with_token};
 
 const ADMIN_TOKEN: &str = "admin-3f9c1d0e8b7a";
 const READER_TOKEN: &str = "reader-5a2b6c7d9e0f";
@@ -440,13 +439,10 @@ const RPCS: [&str; 8] = [
 /// Calls `rpc` on `channel` with `token` (if any) and returns the status code.
 async fn call(channel: &Channel, rpc: &str, token: Option<&str>) -> Code {
     fn request<T>(message: T, token: Option<&str>) -> Request<T> {
-        let mut request = Request::new(message);
-        if let Some(token) = token {
-            request
-                .metadata_mut()
-                .insert("authorization", format!("Bearer {token}").parse().unwrap());
+        match token {
+            Some(token) => with_token(message, token),
+            None => Request::new(message),
         }
-        request
     }
     let code = |result: Result<(), Status>| result.err().map_or(Code::Ok, |s| s.code());
     let mut admin = SpecAdminClient::new(channel.clone());
@@ -874,24 +870,18 @@ async fn tokens_never_appear_in_the_logs() {
         }
     }
     // A write's line names its caller by the token's digest; a delete's names who deleted.
-    let authorized = |token: &str| {
-        format!("Bearer {token}")
-            .parse::<MetadataValue<_>>()
-            .unwrap()
-    };
     let mut admin = SpecAdminClient::new(channel.clone());
-    let mut request = Request::new(put("ws-logged", minimal_spec(1)));
-    request
-        .metadata_mut()
-        .insert("authorization", authorized(ADMIN_TOKEN));
-    admin.put_spec(request).await.unwrap();
-    let mut request = Request::new(DeleteSpecRequest {
-        id: "ws-logged".into(),
-        ..Default::default()
-    });
-    request
-        .metadata_mut()
-        .insert("authorization", authorized(FILE_TOKEN));
+    admin
+        .put_spec(with_token(put("ws-logged", minimal_spec(1)), ADMIN_TOKEN))
+        .await
+        .unwrap();
+    let request = with_token(
+        DeleteSpecRequest {
+            id: "ws-logged".into(),
+            ..Default::default()
+        },
+        FILE_TOKEN,
+    );
     assert!(
         admin
             .delete_spec(request)

@@ -396,9 +396,9 @@ async fn a_not_found_answer_is_trailers_only_with_its_code_message_and_the_echoe
         assert_eq!(headers["x-request-id"], "req-404", "from {source}");
     }
     // What a tonic client makes of it.
-    let status = SpecProviderClient::connect(format!("http://{}", app.addr))
-        .await
-        .unwrap()
+    let status = app
+        .provider
+        .clone()
         .get_image_spec(GetImageSpecRequest {
             id: "ws-absent".into(),
         })

@@ -10,13 +10,13 @@ use spec_provider::proto::specprovider::v1::{
     GetSpecRequest, PutSpecRequest, SpecRecord, VerifySpecRequest, VerifySpecResponse,
     verify_spec_request,
 };
-use tonic::{Code, Request, Status};
+use tonic::{Code, Status};
 use tonic_types::StatusExt;
 
 use crate::app::{DEADLINE, TestApp, spawn_app_with};
 use crate::cli_client::run;
 use crate::db::Backend;
-use crate::fixtures::put;
+use crate::fixtures::{put, with_token};
 use crate::observability::scrape;
 use crate::process::ServerProcess;
 use crate::registry_fixture::{
@@ -367,12 +367,12 @@ async fn verify_spec_is_for_the_admin_role_only() {
         let mut admin = world.app.admin.clone();
         let spec = world.good_spec();
         async move {
-            let mut request = Request::new(VerifySpecRequest {
-                target: Some(verify_spec_request::Target::Spec(spec)),
-            });
-            request
-                .metadata_mut()
-                .insert("authorization", format!("Bearer {token}").parse().unwrap());
+            let request = with_token(
+                VerifySpecRequest {
+                    target: Some(verify_spec_request::Target::Spec(spec)),
+                },
+                token,
+            );
             admin.verify_spec(request).await.map(|r| r.into_inner().ok)
         }
     };

@@ -257,22 +257,27 @@ pub(super) async fn read_bounded(
         return Err(SendError::TooLarge(limit));
     }
     let mut body = BytesMut::new();
-    loop {
-        let chunk = match tokio::time::timeout_at(deadline, response.chunk()).await {
-            Err(_) => return Err(SendError::Timeout),
-            Ok(Err(err)) => {
-                return Err(SendError::Failed(format!(
-                    "reading the answer failed: {}",
-                    root_cause(&err.without_url())
-                )));
-            }
-            Ok(Ok(None)) => return Ok(body.freeze()),
-            Ok(Ok(Some(chunk))) => chunk,
-        };
+    while let Some(chunk) = next_chunk(&mut response, deadline).await? {
         if body.len() + chunk.len() > limit {
             return Err(SendError::TooLarge(limit));
         }
         body.extend_from_slice(&chunk);
+    }
+    Ok(body.freeze())
+}
+
+/// The next chunk of `response`'s body, `None` at its end; `Timeout` once `deadline` passes.
+pub(super) async fn next_chunk(
+    response: &mut Response,
+    deadline: Instant,
+) -> Result<Option<Bytes>, SendError> {
+    match tokio::time::timeout_at(deadline, response.chunk()).await {
+        Err(_) => Err(SendError::Timeout),
+        Ok(Err(err)) => Err(SendError::Failed(format!(
+            "reading the answer failed: {}",
+            root_cause(&err.without_url())
+        ))),
+        Ok(Ok(chunk)) => Ok(chunk),
     }
 }
 

@@ -12,7 +12,7 @@ use url::Url;
 
 use crate::proto::registryfacade::RemoteContentLayer;
 
-use super::http::{SafeClient, host_label, timed_out};
+use super::http::{SafeClient, SendError, host_label, next_chunk, timed_out};
 
 /// Media types whose blob is gzip: their `diff_id` is the digest of the gunzipped bytes.
 const GZIP_MEDIA_TYPES: [&str; 2] = [
@@ -130,11 +130,11 @@ impl LayerChecker {
         let mut read = 0u64;
         let size = u64::try_from(layer.size).unwrap_or_default();
         loop {
-            let chunk = match tokio::time::timeout_at(deadline, response.chunk()).await {
-                Err(_) => return Err(timed_out(host, self.http.timeout())),
-                Ok(Err(_)) => return Err(format!("downloading the layer from {host} failed")),
-                Ok(Ok(None)) => break,
-                Ok(Ok(Some(chunk))) => chunk,
+            let chunk = match next_chunk(&mut response, deadline).await {
+                Err(SendError::Timeout) => return Err(timed_out(host, self.http.timeout())),
+                Err(_) => return Err(format!("downloading the layer from {host} failed")),
+                Ok(None) => break,
+                Ok(Some(chunk)) => chunk,
             };
             read += chunk.len() as u64;
             if read > size {

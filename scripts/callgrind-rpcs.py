@@ -13,7 +13,8 @@ with a scratch database and `cache.negative_ttl = 60s` (callgrind slows the serv
 and the unknown ids must stay in the negative cache), stores `examples/spec.json` as `ws-hit`,
 warms each kind up, then zeroes callgrind's counters, drives N requests of one kind over one
 HTTP/2 connection with 32 in flight, and dumps the counters, kind by kind. Unknown ids cycle
-through `--ids` distinct ids (`unknown-0`, `unknown-1`, ...), as `make bench` does with 1000.
+through `--ids` distinct ids (`unknown-0`, `unknown-1`, ...), as `make bench` does with 1000
+and with one (`--ids 1`).
 """
 
 import argparse

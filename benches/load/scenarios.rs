@@ -35,6 +35,9 @@ const SWEPT_RECORDS: u64 = 100_000;
 /// ratios does not depend on a single stall (docs/benchmarks-history.md).
 const SWEEP_ROUNDS: u32 = 5;
 
+/// The absent id of the "one id" scenario.
+const ONE_UNKNOWN_ID: &str = "unknown-probe";
+
 /// A tiny fast pseudo-random sequence, so that tasks spread their ids without a shared RNG.
 fn spread(task: usize, n: u64, modulo: u64) -> u64 {
     let mut x = (task as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15)
@@ -76,6 +79,8 @@ struct Reads {
     check: Rounds,
     hit: Rounds,
     unknown: Rounds,
+    /// One absent id again and again: how issue 25 measured the unknown-id path.
+    unknown_one: Rounds,
     never_seen: Rounds,
     /// On the server without a cache; none with `--target`.
     uncached: Option<Rounds>,
@@ -120,6 +125,10 @@ impl Reads {
                     get_ok(server.grpc(task), id, None)
                 })
             }),
+            ("GetImageSpec, unknown id (one id, negative cache)", {
+                let server = cached.clone();
+                request(move |task, _| get_ok(server.grpc(task), ONE_UNKNOWN_ID.to_owned(), None))
+            }),
             ("GetImageSpec, unknown id (never repeated)", {
                 let server = cached.clone();
                 let next = Arc::new(AtomicU64::new(0));
@@ -162,7 +171,8 @@ impl Reads {
         .await
         .into_iter();
         let mut next = || outcomes.next().context("an outcome per scenario");
-        let (check, hit, unknown, never_seen) = (next()?, next()?, next()?, next()?);
+        let (check, hit, unknown, unknown_one, never_seen) =
+            (next()?, next()?, next()?, next()?, next()?);
         let uncached = outcomes.next();
         let uncached_small = outcomes.next();
 
@@ -190,6 +200,7 @@ impl Reads {
             check,
             hit,
             unknown,
+            unknown_one,
             never_seen,
             uncached,
             uncached_small,
@@ -207,6 +218,7 @@ impl Reads {
             &self.half_peak,
             &self.third_peak,
             &self.unknown.total,
+            &self.unknown_one.total,
             &self.never_seen.total,
         ];
         rows.extend(self.uncached.as_ref().map(|rounds| &rounds.total));
@@ -259,12 +271,14 @@ impl Reads {
         };
         format!(
             "\nRatios to Health/Check, median of {rounds} rounds: cache hit {}; unknown id \
-             (negative cache) {}{uncached}. p99 of cached GetImageSpec at half peak: **{:.2} \
-             ms** ({:.2} ms counted from when each request was due, the load generator's timer \
-             included); meanwhile a bare thread woke from 1 ms sleeps {:.2} ms late at p99, \
-             {:.2} ms at most. At a third of peak: p99 **{:.2} ms**.{scale}\n",
+             (1000 ids, negative cache) {}; unknown id (one id, negative cache) {}{uncached}. \
+             p99 of cached GetImageSpec at half peak: **{:.2} ms** ({:.2} ms counted from when \
+             each request was due, the load generator's timer included); meanwhile a bare \
+             thread woke from 1 ms sleeps {:.2} ms late at p99, {:.2} ms at most. At a third of \
+             peak: p99 **{:.2} ms**.{scale}\n",
             ratios(&self.hit),
             ratios(&self.unknown),
+            ratios(&self.unknown_one),
             self.half_peak.ms(0.99),
             self.half_peak.due_ms(0.99),
             self.half_peak.wakeup_ms(0.99),

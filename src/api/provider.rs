@@ -28,9 +28,6 @@ use crate::metrics::rpc_log::{RpcKind, note};
 use crate::proto::registryfacade::spec_provider_server::SERVICE_NAME;
 use crate::proto::registryfacade::{GetImageSpecRequest, GetImageSpecResponse};
 
-/// The one method of the service, as a request path: what the generated router would match.
-const GET_IMAGE_SPEC_PATH: &str = "/registryfacade.SpecProvider/GetImageSpec";
-
 /// The SpecProvider service registry facades call.
 #[derive(Clone)]
 pub struct ProviderService {
@@ -89,6 +86,9 @@ pub struct SpecProviderServer {
 }
 
 impl SpecProviderServer {
+    /// The one method of the service, as a request path: what the generated router would match.
+    pub const GET_IMAGE_SPEC_PATH: &str = "/registryfacade.SpecProvider/GetImageSpec";
+
     /// Serves `service`.
     pub fn new(service: ProviderService) -> Self {
         Self {
@@ -116,7 +116,7 @@ where
     }
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
-        if request.uri().path() != GET_IMAGE_SPEC_PATH {
+        if request.uri().path() != Self::GET_IMAGE_SPEC_PATH {
             // UNIMPLEMENTED, as tonic's generated services answer it.
             return Box::pin(async { Ok(wire::trailers_only(tonic::Code::Unimplemented, None)) });
         }

@@ -2,11 +2,13 @@
 //! the listeners; [`Application::run`] serves until shutdown. By concern:
 //!
 //! - `router.rs`: the gRPC services behind one layer stack, for each listener;
+//! - `direct.rs`: GetImageSpec's route past tonic's router, the innermost layer;
 //! - `health.rs`: health that tells the truth, over gRPC and `/readyz`;
 //! - `tasks.rs`: the background tasks and the one helper that paces the periodic ones;
 //! - `shutdown.rs`: the signal, and the drain within `server.shutdown_grace`;
 //! - [`limits`]: how many connections each listener admits.
 
+mod direct;
 mod health;
 pub mod limits;
 mod router;

@@ -12,6 +12,7 @@ use tonic_health::pb::health_server::HealthServer;
 use tonic_health::server::HealthService;
 use tower_layer::{Identity, Stack};
 
+use super::direct::DirectLayer;
 use super::limits::limit_connections;
 use super::shutdown::Drain;
 use crate::api::{AdminService, ApiState, ProviderService, SpecProviderServer};
@@ -43,8 +44,10 @@ pub(super) const METERED_SERVICES: [&str; 5] = [
 const ADMIN_REQUEST_OVERHEAD_BYTES: usize = 256 * 1024;
 
 /// The layers around every service, outermost first: the request id, the gRPC metrics, then
-/// authentication, inside the metrics layer so that refused calls are counted with their codes.
-type Layers = Stack<AuthLayer, Stack<GrpcMetricsLayer, Stack<RequestIdLayer, Identity>>>;
+/// authentication, inside the metrics layer so that refused calls are counted with their codes,
+/// and innermost GetImageSpec's own route past tonic's router ([`DirectLayer`]).
+type Layers =
+    Stack<DirectLayer, Stack<AuthLayer, Stack<GrpcMetricsLayer, Stack<RequestIdLayer, Identity>>>>;
 
 /// A gRPC router with the layers and transport settings of every listener.
 pub(super) type GrpcRouter = Router<Layers>;
@@ -71,23 +74,25 @@ pub(super) fn routers(
         .layer(RequestIdLayer::new(&settings.tracing))
         .layer(GrpcMetricsLayer::new(grpc_metrics))
         .layer(AuthLayer::new(credentials));
-    // What every listener serves.
-    let common = || -> anyhow::Result<GrpcRouter> {
+    let provider = SpecProviderServer::new(ProviderService::new(state.clone()));
+    // What every listener serves; `provider` is routed directly where it is served.
+    let common = |provider: Option<SpecProviderServer>| -> anyhow::Result<GrpcRouter> {
         Ok(layered
             .clone()
+            .layer(DirectLayer::new(provider))
             .add_service(health.clone())
             .add_service(reflection_builder().build_v1()?))
     };
 
-    let provider = SpecProviderServer::new(ProviderService::new(state.clone()));
     let admin = SpecAdminServer::new(AdminService::new(state))
         .max_decoding_message_size(settings.limits.max_spec_bytes + ADMIN_REQUEST_OVERHEAD_BYTES);
     let (admin_on_main, admin_router) = if admin_listener {
-        (None, Some(common()?.add_service(admin)))
+        (None, Some(common(None)?.add_service(admin)))
     } else {
         (Some(admin), None)
     };
-    let main = common()?
+    // The router keeps SpecProvider's route too: its other paths get UNIMPLEMENTED from it.
+    let main = common(Some(provider.clone()))?
         .add_service(reflection_builder().build_v1alpha()?)
         .add_service(provider)
         .add_optional_service(admin_on_main);

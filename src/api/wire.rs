@@ -12,10 +12,10 @@ use std::convert::Infallible;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 use http::{HeaderMap, HeaderValue};
 use http_body::{Body, Frame};
-use http_body_util::{BodyExt, LengthLimitError, Limited};
+use http_body_util::BodyExt;
 use prost::Message;
 use tonic::codegen::StdError;
 use tonic::metadata::{GRPC_CONTENT_TYPE, MetadataValue};
@@ -55,21 +55,54 @@ where
         );
         return Err(status);
     }
-    let body = Limited::new(request.into_body(), MAX_UNARY_REQUEST_BYTES)
-        .collect()
-        .await
-        .map_err(|err| {
-            if err.is::<LengthLimitError>() {
-                Status::out_of_range(format!(
-                    "the request is larger than {MAX_UNARY_REQUEST_BYTES} bytes"
-                ))
-            } else {
-                // The client went away, reset the stream, ...: tonic's mapping of h2's errors.
-                Status::from_error(err)
-            }
-        })?
-        .to_bytes();
+    let body = read_body(request.into_body()).await?;
     decode_unary(&body)
+}
+
+/// A unary request's `body`, whole: its one DATA frame's bytes as they are (what clients send),
+/// else its frames joined. What is larger than [`MAX_UNARY_REQUEST_BYTES`] is refused as soon as
+/// it is known to be, before it is read in full. Written out rather than collected
+/// (`http_body_util::Collected`): a collection is a queue allocated per request, on the path of
+/// every image pull.
+async fn read_body<B>(body: B) -> Result<Bytes, Status>
+where
+    B: Body,
+    B::Error: Into<StdError>,
+{
+    let too_large = || {
+        Status::out_of_range(format!(
+            "the request is larger than {MAX_UNARY_REQUEST_BYTES} bytes"
+        ))
+    };
+    let mut body = std::pin::pin!(body);
+    if body.size_hint().lower() > MAX_UNARY_REQUEST_BYTES as u64 {
+        return Err(too_large());
+    }
+    let mut first = Bytes::new();
+    let mut joined = BytesMut::new();
+    while let Some(frame) = body.frame().await {
+        // The client went away, reset the stream, ...: tonic's mapping of h2's errors.
+        let frame = frame.map_err(|err| Status::from_error(err.into()))?;
+        let Ok(mut data) = frame.into_data() else {
+            continue;
+        };
+        if first.len() + joined.len() + data.remaining() > MAX_UNARY_REQUEST_BYTES {
+            return Err(too_large());
+        }
+        if first.is_empty() && joined.is_empty() {
+            first = data.copy_to_bytes(data.remaining());
+        } else {
+            if joined.is_empty() {
+                joined.extend_from_slice(&first);
+            }
+            joined.put(data);
+        }
+    }
+    Ok(if joined.is_empty() {
+        first
+    } else {
+        joined.freeze()
+    })
 }
 
 /// The one message in a unary request's `body`.
@@ -143,11 +176,22 @@ pub fn trailers_only(
     let mut response = http::Response::new(tonic::body::Body::default());
     let headers = response.headers_mut();
     headers.insert(http::header::CONTENT_TYPE, GRPC_CONTENT_TYPE);
-    headers.insert(Status::GRPC_STATUS, HeaderValue::from(code as i32));
+    headers.insert(Status::GRPC_STATUS, status_value(code));
     if let Some(message) = message {
         headers.insert(Status::GRPC_MESSAGE, message);
     }
     response
+}
+
+/// `code` as the value of `grpc-status`, without formatting it (and allocating) per answer.
+fn status_value(code: Code) -> HeaderValue {
+    const VALUES: [&str; 17] = [
+        "0", "1", "2", "3", "4", "5", "6", "7", "8", "9", "10", "11", "12", "13", "14", "15", "16",
+    ];
+    VALUES.get(code as usize).map_or_else(
+        || HeaderValue::from(code as i32),
+        |value| HeaderValue::from_static(value),
+    )
 }
 
 impl Default for NotFound {
@@ -267,6 +311,41 @@ mod tests {
             .unwrap();
         let read: GetImageSpecRequest = read_unary(identity).await.unwrap();
         assert_eq!(read.id, "a");
+    }
+
+    #[test]
+    fn every_code_is_written_as_its_number() {
+        for number in 0..=16 {
+            let code = Code::from_i32(number);
+            assert_eq!(status_value(code), HeaderValue::from(number), "{code:?}");
+        }
+    }
+
+    /// A body that sends `chunks` as DATA frames of their own.
+    fn chunked(chunks: Vec<Vec<u8>>) -> http::Request<impl Body<Data = Bytes, Error = Infallible>> {
+        let frames = chunks
+            .into_iter()
+            .map(|chunk| Ok::<_, Infallible>(Frame::data(Bytes::from(chunk))));
+        http::Request::new(http_body_util::StreamBody::new(futures::stream::iter(
+            frames,
+        )))
+    }
+
+    #[tokio::test]
+    async fn a_request_split_over_several_frames_is_joined_and_bounded() {
+        let whole = framed_request("ws-split.example");
+        let (head, tail) = whole.split_at(3);
+        let parts = vec![head.to_vec(), Vec::new(), tail.to_vec()];
+        let read: GetImageSpecRequest = read_unary(chunked(parts)).await.unwrap();
+        assert_eq!(read.id, "ws-split.example");
+
+        // Over the limit only with its last frame: refused then, as one frame would be.
+        let half = vec![0; MAX_UNARY_REQUEST_BYTES / 2 + 1];
+        let status = read_unary::<GetImageSpecRequest, _>(chunked(vec![half.clone(), half]))
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), Code::OutOfRange);
+        assert!(status.message().contains("larger than"), "{status:?}");
     }
 
     #[tokio::test]

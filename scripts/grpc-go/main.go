@@ -4,10 +4,9 @@
 //
 // It answers GetImageSpec (for `ws-hit`, the bytes spec-provider answers for it, asked of
 // spec-provider at start; every other id is NOT_FOUND with spec-provider's sentence) and
-// Health/Check (SERVING). The
-// handlers read and write protobuf by hand through a pass-through codec, so it does less per
-// call than a server on generated code would. Built with Debian's Go and grpc-go, no module
-// download:
+// Health/Check (SERVING). The handlers read and write protobuf by hand through a pass-through
+// codec, so it does less per call than a server on generated code would. Built with Debian's Go
+// and grpc-go, without downloading modules:
 //
 //	apt-get install golang-go golang-google-grpc-dev
 //	mkdir -p /tmp/grpc-go/src/specgo && cp scripts/grpc-go/main.go /tmp/grpc-go/src/specgo/

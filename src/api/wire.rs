@@ -92,8 +92,9 @@ where
         if first.is_empty() && joined.is_empty() {
             first = data.copy_to_bytes(data.remaining());
         } else {
-            if joined.is_empty() {
-                joined.extend_from_slice(&first);
+            // From the second frame on, every byte is in `joined` (and counted once).
+            if !first.is_empty() {
+                joined.extend_from_slice(&std::mem::take(&mut first));
             }
             joined.put(data);
         }
@@ -338,6 +339,18 @@ mod tests {
         let parts = vec![head.to_vec(), Vec::new(), tail.to_vec()];
         let read: GetImageSpecRequest = read_unary(chunked(parts)).await.unwrap();
         assert_eq!(read.id, "ws-split.example");
+
+        // Three frames of exactly the limit in all: read, each byte counted once.
+        let mut whole = framed_request(&"x".repeat(100));
+        whole.resize(MAX_UNARY_REQUEST_BYTES, 0);
+        let third = MAX_UNARY_REQUEST_BYTES / 3;
+        let parts = vec![
+            whole[..third].to_vec(),
+            whole[third..2 * third].to_vec(),
+            whole[2 * third..].to_vec(),
+        ];
+        let body = read_body(chunked(parts).into_body()).await.unwrap();
+        assert_eq!(body, whole);
 
         // Over the limit only with its last frame: refused then, as one frame would be.
         let half = vec![0; MAX_UNARY_REQUEST_BYTES / 2 + 1];

@@ -95,6 +95,30 @@ impl SpecProviderServer {
             inner: Arc::new(service),
         }
     }
+
+    /// Answers `request`, a call of [`Self::GET_IMAGE_SPEC_PATH`] (the path is not checked again:
+    /// the caller routed it here by its path).
+    pub fn get_image_spec<B>(
+        &self,
+        request: http::Request<B>,
+    ) -> BoxFuture<http::Response<tonic::body::Body>, Infallible>
+    where
+        B: Body + Send + 'static,
+        B::Data: Send,
+        B::Error: Into<StdError> + Send + 'static,
+    {
+        let service = self.inner.clone();
+        Box::pin(async move {
+            let id = match wire::read_unary::<GetImageSpecRequest, B>(request).await {
+                Ok(request) => request.id,
+                Err(status) => return Ok(status.into_http()),
+            };
+            let answer = service.get_image_spec(&id).await;
+            // Moved, not copied: on a cache hit the answer allocates nothing of its own.
+            note(RpcKind::Read, id);
+            Ok(answer.unwrap_or_else(|err| Status::from(err).into_http()))
+        })
+    }
 }
 
 impl NamedService for SpecProviderServer {
@@ -120,17 +144,7 @@ where
             // UNIMPLEMENTED, as tonic's generated services answer it.
             return Box::pin(async { Ok(wire::trailers_only(tonic::Code::Unimplemented, None)) });
         }
-        let service = self.inner.clone();
-        Box::pin(async move {
-            let id = match wire::read_unary::<GetImageSpecRequest, B>(request).await {
-                Ok(request) => request.id,
-                Err(status) => return Ok(status.into_http()),
-            };
-            let answer = service.get_image_spec(&id).await;
-            // Moved, not copied: on a cache hit the answer allocates nothing of its own.
-            note(RpcKind::Read, id);
-            Ok(answer.unwrap_or_else(|err| Status::from(err).into_http()))
-        })
+        self.get_image_spec(request)
     }
 }
 

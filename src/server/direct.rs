@@ -75,10 +75,10 @@ where
     }
 
     fn call(&mut self, request: Request<B>) -> Self::Future {
-        match &mut self.provider {
+        match &self.provider {
             Some(provider) if request.uri().path() == SpecProviderServer::GET_IMAGE_SPEC_PATH => {
                 let never: fn(Infallible) -> S::Error = |never| match never {};
-                Either::Right(provider.call(request).map_err(never))
+                Either::Right(provider.get_image_spec(request).map_err(never))
             }
             _ => Either::Left(self.inner.call(request)),
         }

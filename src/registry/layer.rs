@@ -10,15 +10,10 @@ use sha2::{Digest, Sha256};
 use tokio::time::Instant;
 use url::Url;
 
+use crate::domain::validate::MEDIA_TYPES_GZIP;
 use crate::proto::registryfacade::RemoteContentLayer;
 
 use super::http::{SafeClient, SendError, host_label, next_chunk, timed_out};
-
-/// Media types whose blob is gzip: their `diff_id` is the digest of the gunzipped bytes.
-const GZIP_MEDIA_TYPES: [&str; 2] = [
-    "application/vnd.oci.image.layer.v1.tar+gzip",
-    "application/vnd.docker.image.rootfs.diff.tar.gzip",
-];
 
 /// How content layers are checked.
 pub(super) struct LayerChecker {
@@ -48,7 +43,9 @@ impl LayerChecker {
             return Err(format!("Content-Length {length} differs from size {size}"));
         }
         match self.download_limit {
-            Some(limit) if size <= limit => self.check_digests(&url, &host, layer, deadline).await,
+            Some(limit) if size <= limit => {
+                self.check_digests(&url, &host, layer, size, deadline).await
+            }
             _ => Ok(()),
         }
     }
@@ -112,23 +109,25 @@ impl LayerChecker {
             .map_err(|err| self.http.explain(host, err))
     }
 
-    /// Downloads the blob, hashing it (and, for gzip, its uncompressed bytes) as it comes.
+    /// Downloads the blob, of `size` bytes, hashing it (and, for gzip, its uncompressed bytes) as
+    /// it comes.
     async fn check_digests(
         &self,
         url: &Url,
         host: &str,
         layer: &RemoteContentLayer,
+        size: u64,
         deadline: Instant,
     ) -> Result<(), String> {
         let mut response = self.send(Method::GET, url, host, deadline, false).await?;
         if !response.status().is_success() {
             return Err(format!("{host} answers {} to GET", response.status()));
         }
-        let gzip = GZIP_MEDIA_TYPES.contains(&layer.media_type.as_str());
+        let gzip = MEDIA_TYPES_GZIP.contains(&layer.media_type.as_str());
         let mut compressed = Sha256::new();
-        let mut gunzip = gzip.then(|| flate2::write::GzDecoder::new(HashWriter(Sha256::new())));
+        // Sha256 is an `io::Write`: the gunzipped bytes are hashed as they are written.
+        let mut gunzip = gzip.then(|| flate2::write::GzDecoder::new(Sha256::new()));
         let mut read = 0u64;
-        let size = u64::try_from(layer.size).unwrap_or_default();
         loop {
             let chunk = match next_chunk(&mut response, deadline).await {
                 Err(SendError::Timeout) => return Err(timed_out(host, self.http.timeout())),
@@ -158,7 +157,7 @@ impl LayerChecker {
             let hasher = gunzip
                 .finish()
                 .map_err(|err| format!("the layer is not valid gzip: {err}"))?;
-            let diff_id = format!("sha256:{}", hex::encode(hasher.0.finalize()));
+            let diff_id = format!("sha256:{}", hex::encode(hasher.finalize()));
             if diff_id != layer.diff_id {
                 return Err(format!(
                     "diff_id {} differs from the sha256 of the uncompressed layer, {diff_id}",
@@ -177,18 +176,4 @@ fn content_length(response: &Response, host: &str) -> Result<u64, String> {
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse().ok())
         .ok_or_else(|| format!("{host} answers without a Content-Length"))
-}
-
-/// Feeds what is written into a hash.
-struct HashWriter(Sha256);
-
-impl Write for HashWriter {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.update(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
 }

@@ -27,8 +27,8 @@ pub use request::{
     VerifyInput, VerifyTarget, validate_delete, validate_get, validate_list, validate_put,
     validate_ttl, validate_verify,
 };
-pub(crate) use spec::validate_owned_spec;
 pub use spec::validate_spec;
+pub(crate) use spec::{MEDIA_TYPES_GZIP, validate_owned_spec};
 
 use super::FieldViolation;
 

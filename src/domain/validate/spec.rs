@@ -15,12 +15,20 @@ use crate::proto::registryfacade::{DirectContentLayer, ImageSpec, RemoteContentL
 /// The media type of an uncompressed OCI layer, whose diff_id is its digest.
 pub(super) const MEDIA_TYPE_UNCOMPRESSED: &str = "application/vnd.oci.image.layer.v1.tar";
 
+const MEDIA_TYPE_OCI_GZIP: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
+const MEDIA_TYPE_OCI_ZSTD: &str = "application/vnd.oci.image.layer.v1.tar+zstd";
+const MEDIA_TYPE_DOCKER_GZIP: &str = "application/vnd.docker.image.rootfs.diff.tar.gzip";
+
 /// Media types of compressed layers: only the writer knows their diff_id.
 pub(super) const MEDIA_TYPES_COMPRESSED: [&str; 3] = [
-    "application/vnd.oci.image.layer.v1.tar+gzip",
-    "application/vnd.oci.image.layer.v1.tar+zstd",
-    "application/vnd.docker.image.rootfs.diff.tar.gzip",
+    MEDIA_TYPE_OCI_GZIP,
+    MEDIA_TYPE_OCI_ZSTD,
+    MEDIA_TYPE_DOCKER_GZIP,
 ];
+
+/// The compressed media types whose blob is gzip: their diff_id is the digest of the gunzipped
+/// bytes.
+pub(crate) const MEDIA_TYPES_GZIP: [&str; 2] = [MEDIA_TYPE_OCI_GZIP, MEDIA_TYPE_DOCKER_GZIP];
 
 /// Validates and normalizes an image spec; `field` is the path of the spec in the request.
 ///

@@ -68,7 +68,7 @@ impl SpecAdmin for AdminService {
         if how != PutVerification::Skip {
             let spec = decode_spec(cmd.spec.bytes())?;
             let report = self.state.verifier.verify(&spec).await;
-            cmd.spec = verified_spec(cmd.spec, &spec, &report, how, &self.state.rules)?;
+            cmd.spec = verified_spec(cmd.spec, spec, &report, how, &self.state.rules)?;
         }
         let id = cmd.id.clone();
         let outcome = self.state.store()?.put(cmd, micros_now()).await;

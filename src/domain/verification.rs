@@ -61,7 +61,7 @@ impl PutVerification {
 /// `spec` as the message it was verified as.
 pub fn verified_spec(
     spec: ValidatedSpec,
-    decoded: &ImageSpec,
+    decoded: ImageSpec,
     report: &Report,
     how: PutVerification,
     rules: &ValidationRules,
@@ -102,36 +102,35 @@ pub struct Unpinned {
 /// resolved for the same spec (whose field paths start with `spec.`). A reference without a tag
 /// means `latest`, and is pinned as `name:latest@sha256:<digest>`; references that already carry
 /// a digest are left as written.
-pub fn pin_references(spec: &ImageSpec, report: &Report) -> Result<ImageSpec, Unpinned> {
-    let field = "spec";
-    let pin = |path: String, reference: &str| -> Result<String, Unpinned> {
+pub fn pin_references(mut spec: ImageSpec, report: &Report) -> Result<ImageSpec, Unpinned> {
+    let pin = |path: String, reference: &mut String| -> Result<(), Unpinned> {
         if reference.is_empty() || reference.contains('@') {
-            return Ok(reference.to_owned());
+            return Ok(());
         }
         let digest = report
             .checks
             .iter()
-            .find(|check| check.ok && check.field == path && check.reference == reference)
+            .find(|check| check.ok && check.field == path && check.reference == *reference)
             .and_then(|check| check.digest.as_deref())
             .ok_or_else(|| Unpinned {
                 field: path.clone(),
-                reference: reference.to_owned(),
+                reference: reference.clone(),
             })?;
         let name = reference.rsplit('/').next().unwrap_or(reference);
-        Ok(if name.contains(':') {
-            format!("{reference}@{digest}")
-        } else {
-            format!("{reference}:latest@{digest}")
-        })
+        if !name.contains(':') {
+            reference.push_str(":latest");
+        }
+        reference.push('@');
+        reference.push_str(digest);
+        Ok(())
     };
-    let mut pinned = spec.clone();
-    pinned.base_ref = pin(format!("{field}.base_ref"), &spec.base_ref)?;
-    pinned.ide_ref = pin(format!("{field}.ide_ref"), &spec.ide_ref)?;
-    pinned.supervisor_ref = pin(format!("{field}.supervisor_ref"), &spec.supervisor_ref)?;
-    for (i, reference) in spec.ide_layer_ref.iter().enumerate() {
-        pinned.ide_layer_ref[i] = pin(format!("{field}.ide_layer_ref[{i}]"), reference)?;
+    pin("spec.base_ref".to_owned(), &mut spec.base_ref)?;
+    pin("spec.ide_ref".to_owned(), &mut spec.ide_ref)?;
+    pin("spec.supervisor_ref".to_owned(), &mut spec.supervisor_ref)?;
+    for (i, reference) in spec.ide_layer_ref.iter_mut().enumerate() {
+        pin(format!("spec.ide_layer_ref[{i}]"), reference)?;
     }
-    Ok(pinned)
+    Ok(spec)
 }
 
 #[cfg(test)]
@@ -169,7 +168,7 @@ mod tests {
                 resolved("spec.ide_layer_ref[0]", "ghcr.io/a/b:1.2"),
             ],
         };
-        let pinned = pin_references(&spec, &report).unwrap();
+        let pinned = pin_references(spec, &report).unwrap();
         assert_eq!(pinned.base_ref, format!("127.0.0.1:5000/base:v1@{DIGEST}"));
         assert_eq!(pinned.ide_ref, format!("ubuntu:latest@{DIGEST}"));
         assert_eq!(pinned.supervisor_ref, digested);
@@ -192,7 +191,7 @@ mod tests {
             ok: false,
             checks: vec![check],
         };
-        let err = pin_references(&spec, &report).unwrap_err();
+        let err = pin_references(spec, &report).unwrap_err();
         assert_eq!(err.field, "spec.base_ref");
     }
 }

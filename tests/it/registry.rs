@@ -122,7 +122,7 @@ async fn every_image_reference_resolves_to_the_pushed_digest_and_pins_to_it() {
             ("spec.ide_layer_ref[1]", plugin.as_str()),
         ]
     );
-    let pinned = pin_references(&spec, &report).unwrap();
+    let pinned = pin_references(spec.clone(), &report).unwrap();
     assert_eq!(pinned.base_ref, format!("{host}/workspace/base:v1@{base}"));
     assert_eq!(
         pinned.supervisor_ref,

@@ -12,34 +12,20 @@ use tokio::net::TcpListener;
 
 use super::Metrics;
 
-#[derive(Clone)]
-struct HttpState {
-    metrics: Arc<Metrics>,
-    is_serving: Arc<dyn Fn() -> bool + Send + Sync>,
-}
-
 /// Serves `/metrics`, `/healthz` and `/readyz` on `listener` until the task is dropped or aborted.
-/// `is_serving` tells whether the gRPC health service says SERVING, so that `/readyz` always
-/// says the same.
-pub async fn serve(
-    listener: TcpListener,
-    metrics: Arc<Metrics>,
-    is_serving: impl Fn() -> bool + Send + Sync + 'static,
-) -> std::io::Result<()> {
-    let is_serving = Arc::new(is_serving);
+/// `/readyz` reads the `ready` gauge, which the gRPC health service sets whenever its status
+/// changes, so that both always say the same.
+pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>) -> std::io::Result<()> {
     let router = Router::new()
         .route("/metrics", get(scrape))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(ready))
-        .with_state(HttpState {
-            metrics,
-            is_serving,
-        });
+        .with_state(metrics);
     axum::serve(listener, router).await
 }
 
-async fn scrape(State(state): State<HttpState>) -> Response {
-    match state.metrics.encode() {
+async fn scrape(State(metrics): State<Arc<Metrics>>) -> Response {
+    match metrics.encode() {
         Ok(text) => ([(header::CONTENT_TYPE, prometheus::TEXT_FORMAT)], text).into_response(),
         Err(err) => {
             tracing::error!(error = %err, "encoding the metrics failed");
@@ -54,8 +40,8 @@ async fn scrape(State(state): State<HttpState>) -> Response {
 
 /// 200 exactly while the gRPC health service says SERVING: not before the database answered,
 /// not while it does not, not once shutdown began.
-async fn ready(State(state): State<HttpState>) -> (StatusCode, &'static str) {
-    if (state.is_serving)() {
+async fn ready(State(metrics): State<Arc<Metrics>>) -> (StatusCode, &'static str) {
+    if metrics.ready.get() == 1 {
         (StatusCode::OK, "SERVING\n")
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "NOT_SERVING\n")

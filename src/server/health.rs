@@ -70,9 +70,4 @@ impl Health {
         self.stopping.store(true, Ordering::Release);
         self.set(false).await;
     }
-
-    /// Whether the server is SERVING, for `/readyz`.
-    pub(super) fn is_serving(&self) -> bool {
-        self.ready_gauge.get() == 1
-    }
 }

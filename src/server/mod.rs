@@ -161,10 +161,6 @@ impl Application {
         let metrics_server = tokio::spawn(metrics::http::serve(
             self.metrics_listener,
             self.metrics.clone(),
-            {
-                let health = health.clone();
-                move || health.is_serving()
-            },
         ));
 
         let rules = ValidationRules {

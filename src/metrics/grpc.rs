@@ -207,8 +207,10 @@ impl<S> Layer<S> for GrpcMetricsLayer {
     type Service = GrpcMetricsService<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        let layer = self.clone();
-        GrpcMetricsService { inner, layer }
+        GrpcMetricsService {
+            inner,
+            metrics: self.metrics.clone(),
+        }
     }
 }
 
@@ -216,7 +218,7 @@ impl<S> Layer<S> for GrpcMetricsLayer {
 #[derive(Clone)]
 pub struct GrpcMetricsService<S> {
     inner: S,
-    layer: GrpcMetricsLayer,
+    metrics: Arc<GrpcMetrics>,
 }
 
 impl<S, ResBody> Service<Request<tonic::body::Body>> for GrpcMetricsService<S>
@@ -232,7 +234,7 @@ where
     }
 
     fn call(&mut self, request: Request<tonic::body::Body>) -> Self::Future {
-        let Some(method) = self.layer.metrics.methods.get(request.uri().path()) else {
+        let Some(method) = self.metrics.methods.get(request.uri().path()) else {
             return MeteredFuture {
                 inner: rpc_log::with_slot(self.inner.call(request)),
                 call: None,

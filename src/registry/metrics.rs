@@ -12,6 +12,8 @@ use std::time::Duration;
 
 use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry};
 
+use crate::metrics::register;
+
 /// From a cached manifest HEAD on a nearby registry to a request cut off by `verify.timeout`.
 const BUCKETS: &[f64] = &[
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
@@ -62,38 +64,44 @@ impl VerifyMetrics {
         registry: &Registry,
         named: impl IntoIterator<Item = String>,
     ) -> Result<Self, prometheus::Error> {
-        let verifications = IntCounterVec::new(
-            Opts::new(
-                "spec_provider_verifications_total",
-                "Verifications of a spec against its registries, by result (ok, failed).",
-            ),
-            &["result"],
+        let verifications = register(
+            registry,
+            IntCounterVec::new(
+                Opts::new(
+                    "spec_provider_verifications_total",
+                    "Verifications of a spec against its registries, by result (ok, failed).",
+                ),
+                &["result"],
+            )?,
         )?;
-        let requests = IntCounterVec::new(
-            Opts::new(
-                "spec_provider_registry_requests_total",
-                "Requests sent by verifications, by registry or content host (the configured \
-                 ones and the first 50 others; `other` after that) and by HTTP status code (or \
-                 error, blocked, timeout when no answer came).",
-            ),
-            &["registry", "code"],
+        let requests = register(
+            registry,
+            IntCounterVec::new(
+                Opts::new(
+                    "spec_provider_registry_requests_total",
+                    "Requests sent by verifications, by registry or content host (the \
+                     configured ones and the first 50 others; `other` after that) and by HTTP \
+                     status code (or error, blocked, timeout when no answer came).",
+                ),
+                &["registry", "code"],
+            )?,
         )?;
-        let latency = HistogramVec::new(
-            HistogramOpts::new(
-                "spec_provider_registry_request_duration_seconds",
-                "Time a request sent by a verification took, failures included, by registry or \
-                 content host.",
-            )
-            .buckets(BUCKETS.to_vec()),
-            &["registry"],
+        let latency = register(
+            registry,
+            HistogramVec::new(
+                HistogramOpts::new(
+                    "spec_provider_registry_request_duration_seconds",
+                    "Time a request sent by a verification took, failures included, by registry \
+                     or content host.",
+                )
+                .buckets(BUCKETS.to_vec()),
+                &["registry"],
+            )?,
         )?;
         // Both series exist from start-up, at 0, so that a rate over them is defined at once.
         for result in ["ok", "failed"] {
             verifications.with_label_values(&[result]);
         }
-        registry.register(Box::new(verifications.clone()))?;
-        registry.register(Box::new(requests.clone()))?;
-        registry.register(Box::new(latency.clone()))?;
         Ok(Self {
             verifications,
             requests,

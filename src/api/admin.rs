@@ -110,9 +110,10 @@ impl SpecAdmin for AdminService {
         });
         let spec = match validate_verify(req.into(), &self.state.rules)? {
             VerifyTarget::Stored(id) => {
-                let record = self.state.store()?.get(&id, micros_now()).await?;
-                let record = record.ok_or_else(|| Error::not_found(id.as_str()))?;
-                decode_spec(record.spec.as_deref().unwrap_or_default())?
+                // The spec alone, as GetImageSpec reads it: not the whole record.
+                let served = self.state.store()?.get_spec(&id, micros_now()).await?;
+                let served = served.ok_or_else(|| Error::not_found(id.as_str()))?;
+                decode_spec(&served.spec)?
             }
             VerifyTarget::Given(spec) => decode_spec(spec.bytes())?,
         };

@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use prometheus::{Histogram, HistogramOpts, HistogramVec, Registry};
 
 use crate::domain::{DeleteCommand, Error, ListQuery, PutCommand, PutOutcome, SpecId, SpecRecord};
-use crate::store::{ChangeSubscriber, PoolStats, ServedSpec, Store};
+use crate::store::{ChangeSubscriber, PoolStats, ServedSpec, SpecCounts, Store};
 
 /// Buckets for database round trips: from a cached index lookup (sub-millisecond) up to an
 /// acquire that runs into `database.acquire_timeout` (seconds).
@@ -29,7 +29,6 @@ pub struct StoreMetrics {
     list: Histogram,
     delete_expired: Histogram,
     count: Histogram,
-    count_expired: Histogram,
 }
 
 impl StoreMetrics {
@@ -57,7 +56,6 @@ impl StoreMetrics {
             list: op("list"),
             delete_expired: op("delete_expired"),
             count: op("count"),
-            count_expired: op("count_expired"),
         })
     }
 }
@@ -121,14 +119,9 @@ impl Store for InstrumentedStore {
         self.inner.delete_expired(now, batch_size).await
     }
 
-    async fn count(&self, now: DateTime<Utc>) -> Result<u64, Error> {
+    async fn count(&self, now: DateTime<Utc>) -> Result<SpecCounts, Error> {
         let _timer = self.metrics.count.start_timer();
         self.inner.count(now).await
-    }
-
-    async fn count_expired(&self, now: DateTime<Utc>) -> Result<u64, Error> {
-        let _timer = self.metrics.count_expired.start_timer();
-        self.inner.count_expired(now).await
     }
 
     fn pool_stats(&self) -> Vec<PoolStats> {

@@ -286,13 +286,14 @@ async fn count_specs(
 ) {
     let mut pacer = Pacer::new(Pace::retrying_sooner(interval), cancel);
     while pacer.next_round().await {
-        let counted = state.is_ready() && {
-            let now = micros_now();
-            let stored = store.count(now).await;
-            let expired = store.count_expired(now).await;
-            let gauge = |gauge: &prometheus::IntGauge, count: Result<u64, _>| match count {
-                Ok(count) => {
-                    gauge.set(i64::try_from(count).unwrap_or(i64::MAX));
+        let counted = state.is_ready()
+            && match store.count(micros_now()).await {
+                Ok(counts) => {
+                    let set = |gauge: &prometheus::IntGauge, count: u64| {
+                        gauge.set(i64::try_from(count).unwrap_or(i64::MAX));
+                    };
+                    set(&gauges.stored, counts.live);
+                    set(&gauges.expired, counts.expired);
                     true
                 }
                 Err(err) => {
@@ -303,9 +304,6 @@ async fn count_specs(
                     false
                 }
             };
-            // Both, whichever fails.
-            gauge(&gauges.stored, stored) & gauge(&gauges.expired, expired)
-        };
         pacer.finished(counted);
     }
 }

@@ -62,13 +62,10 @@ pub trait Store: Send + Sync + 'static {
     /// Deletes at most `batch_size` records expired at `now`; returns how many it deleted.
     async fn delete_expired(&self, now: DateTime<Utc>, batch_size: u32) -> Result<u64, Error>;
 
-    /// How many live records there are at `now`. It counts every row's index entry, so it is
-    /// meant for a gauge refreshed now and then, not for requests.
-    async fn count(&self, now: DateTime<Utc>) -> Result<u64, Error>;
-
-    /// How many records have expired at `now` but are still stored, waiting for the sweeper.
-    /// It reads the expiry index only.
-    async fn count_expired(&self, now: DateTime<Utc>) -> Result<u64, Error>;
+    /// How many live records there are at `now`, and how many have expired but are still
+    /// stored, waiting for the sweeper; in one statement, so from one snapshot. It counts every
+    /// row's index entry, so it is meant for gauges refreshed now and then, not for requests.
+    async fn count(&self, now: DateTime<Utc>) -> Result<SpecCounts, Error>;
 
     /// The state of the connection pools, for metrics.
     fn pool_stats(&self) -> Vec<PoolStats>;
@@ -94,6 +91,25 @@ pub trait ChangeSubscriber: Send + Sync {
 
     /// Every change committed from now on will be heard.
     fn listening(&self);
+}
+
+/// What [`Store::count`] counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SpecCounts {
+    /// Records not expired.
+    pub live: u64,
+    /// Records expired but not deleted yet.
+    pub expired: u64,
+}
+
+impl SpecCounts {
+    /// The counts from the number of all rows and of the expired ones.
+    fn of(all: i64, expired: i64) -> Self {
+        Self {
+            live: u64::try_from(all - expired).unwrap_or(0),
+            expired: u64::try_from(expired).unwrap_or(0),
+        }
+    }
 }
 
 /// What GetImageSpec needs of a record.

@@ -20,7 +20,9 @@ use sqlx::types::Json;
 use sqlx::{Postgres, QueryBuilder, Transaction};
 
 use super::sql::{Dialect, stored_id};
-use super::{Backend, ChangeSubscriber, PoolStats, ServedSpec, Store, db_error, migrate_error};
+use super::{
+    Backend, ChangeSubscriber, PoolStats, ServedSpec, SpecCounts, Store, db_error, migrate_error,
+};
 use crate::config::DatabaseSettings;
 use crate::domain::{
     DeleteCommand, Error, Labels, ListQuery, PutCommand, PutOutcome, SpecId, SpecRecord,
@@ -197,8 +199,8 @@ impl Store for PostgresStore {
         Postgres::delete_expired(&self.pool, now, batch_size).await
     }
 
-    async fn count(&self, now: DateTime<Utc>) -> Result<u64, Error> {
-        // All rows (an index-only scan of the primary key, a small fraction of the table) minus
+    async fn count(&self, now: DateTime<Utc>) -> Result<SpecCounts, Error> {
+        // All rows (an index-only scan of the primary key, a small fraction of the table) and
         // the expired ones (from the expiry index), in one statement and so one snapshot. The
         // obvious `WHERE expire_time IS NULL OR expire_time > $1` reads every row of the table:
         // at a million specs, that scan from every replica's gauge task stalled GetImageSpec
@@ -209,20 +211,16 @@ impl Store for PostgresStore {
             .execute(&mut *tx)
             .await
             .map_err(db_error)?;
-        let count: i64 = sqlx::query_scalar(
-            "SELECT (SELECT count(*) FROM specs) \
-                  - (SELECT count(*) FROM specs WHERE expire_time <= $1)",
+        let (all, expired): (i64, i64) = sqlx::query_as(
+            "SELECT (SELECT count(*) FROM specs), \
+                    (SELECT count(*) FROM specs WHERE expire_time <= $1)",
         )
         .bind(now)
         .fetch_one(&mut *tx)
         .await
         .map_err(db_error)?;
         tx.commit().await.map_err(db_error)?;
-        Ok(u64::try_from(count).unwrap_or(0))
-    }
-
-    async fn count_expired(&self, now: DateTime<Utc>) -> Result<u64, Error> {
-        Postgres::count_expired(&self.pool, now).await
+        Ok(SpecCounts::of(all, expired))
     }
 
     fn pool_stats(&self) -> Vec<PoolStats> {

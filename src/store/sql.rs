@@ -121,26 +121,6 @@ where
         }
     }
 
-    /// How many rows have expired at `now`, counted from the expiry index.
-    fn count_expired<'c>(
-        executor: impl Executor<'c, Database = Self> + 'c,
-        now: DateTime<Utc>,
-    ) -> impl Future<Output = Result<u64, Error>> + Send + 'c
-    where
-        (i64,): for<'r> FromRow<'r, Self::Row>,
-    {
-        let mut sql = QueryBuilder::<Self>::new("SELECT count(*) FROM specs WHERE expire_time <= ");
-        Self::push_time(&mut sql, Some(now));
-        async move {
-            let count: i64 = sql
-                .build_query_scalar()
-                .fetch_one(executor)
-                .await
-                .map_err(db_error)?;
-            Ok(u64::try_from(count).unwrap_or(0))
-        }
-    }
-
     /// Live records matching `query`, in id order.
     fn list<'a, 'c: 'a>(
         executor: impl Executor<'c, Database = Self> + 'a,

@@ -19,7 +19,9 @@ use sqlx::sqlite::{
 use sqlx::{QueryBuilder, Sqlite, Transaction};
 
 use super::sql::{Dialect, stored_id};
-use super::{Backend, ChangeSubscriber, PoolStats, ServedSpec, Store, db_error, migrate_error};
+use super::{
+    Backend, ChangeSubscriber, PoolStats, ServedSpec, SpecCounts, Store, db_error, migrate_error,
+};
 use crate::config::DatabaseSettings;
 use crate::domain::{
     DeleteCommand, Error, Labels, ListQuery, PutCommand, PutOutcome, SpecId, SpecRecord,
@@ -167,22 +169,18 @@ impl Store for SqliteStore {
         Sqlite::delete_expired(&self.writer, now, batch_size).await
     }
 
-    async fn count(&self, now: DateTime<Utc>) -> Result<u64, Error> {
-        // All rows (SQLite counts them from its smallest index) minus the expired ones (from the
+    async fn count(&self, now: DateTime<Utc>) -> Result<SpecCounts, Error> {
+        // All rows (SQLite counts them from its smallest index) and the expired ones (from the
         // expiry index): no read of every row's expiry, as in the PostgreSQL store.
-        let count: i64 = sqlx::query_scalar(
-            "SELECT (SELECT count(*) FROM specs) \
-                  - (SELECT count(*) FROM specs WHERE expire_time <= ?1)",
+        let (all, expired): (i64, i64) = sqlx::query_as(
+            "SELECT (SELECT count(*) FROM specs), \
+                    (SELECT count(*) FROM specs WHERE expire_time <= ?1)",
         )
         .bind(now.timestamp_micros())
         .fetch_one(&self.readers)
         .await
         .map_err(db_error)?;
-        Ok(u64::try_from(count).unwrap_or(0))
-    }
-
-    async fn count_expired(&self, now: DateTime<Utc>) -> Result<u64, Error> {
-        Sqlite::count_expired(&self.readers, now).await
+        Ok(SpecCounts::of(all, expired))
     }
 
     fn pool_stats(&self) -> Vec<PoolStats> {

@@ -47,7 +47,7 @@ on_both_backends!(
     list_without_spec_leaves_the_spec_out,
     delete_expired_deletes_only_expired_specs_in_batches,
     count_counts_only_live_specs,
-    count_expired_counts_expired_rows_until_they_are_swept,
+    count_counts_expired_rows_until_they_are_swept,
     pool_stats_describe_each_pool,
     spec_bytes_round_trip_byte_for_byte,
     concurrent_replacements_with_the_same_generation_let_exactly_one_win,
@@ -1207,7 +1207,7 @@ async fn rejected_writes_leave_their_rows_unlocked(store: Arc<dyn Store>) {
 
 async fn count_counts_only_live_specs(store: Arc<dyn Store>) {
     let now = micros_now();
-    assert_eq!(store.count(now).await.unwrap(), 0);
+    assert_eq!(store.count(now).await.unwrap().live, 0);
     store.put(put("forever", &spec("v1")), now).await.unwrap();
     store
         .put(
@@ -1222,12 +1222,12 @@ async fn count_counts_only_live_specs(store: Arc<dyn Store>) {
     store.put(put("deleted", &spec("v1")), now).await.unwrap();
     store.delete(&delete("deleted"), now).await.unwrap();
 
-    assert_eq!(store.count(now).await.unwrap(), 2);
+    assert_eq!(store.count(now).await.unwrap().live, 2);
     // Expired but not yet swept: no longer counted.
-    assert_eq!(store.count(now + secs(60)).await.unwrap(), 1);
+    assert_eq!(store.count(now + secs(60)).await.unwrap().live, 1);
 }
 
-async fn count_expired_counts_expired_rows_until_they_are_swept(store: Arc<dyn Store>) {
+async fn count_counts_expired_rows_until_they_are_swept(store: Arc<dyn Store>) {
     let now = micros_now();
     store.put(put("forever", &spec("v1")), now).await.unwrap();
     for (raw_id, ttl) in [("short", 10), ("long", 60)] {
@@ -1242,10 +1242,10 @@ async fn count_expired_counts_expired_rows_until_they_are_swept(store: Arc<dyn S
             .await
             .unwrap();
     }
-    assert_eq!(store.count_expired(now).await.unwrap(), 0);
+    assert_eq!(store.count(now).await.unwrap().expired, 0);
     // Expiry is inclusive, as for every read.
-    assert_eq!(store.count_expired(now + secs(10)).await.unwrap(), 1);
-    assert_eq!(store.count_expired(now + secs(60)).await.unwrap(), 2);
+    assert_eq!(store.count(now + secs(10)).await.unwrap().expired, 1);
+    assert_eq!(store.count(now + secs(60)).await.unwrap().expired, 2);
     // A deleted expired row no longer waits for the sweeper; a swept one neither.
     store
         .delete(
@@ -1257,10 +1257,10 @@ async fn count_expired_counts_expired_rows_until_they_are_swept(store: Arc<dyn S
         )
         .await
         .unwrap();
-    assert_eq!(store.count_expired(now + secs(60)).await.unwrap(), 1);
+    assert_eq!(store.count(now + secs(60)).await.unwrap().expired, 1);
     assert_eq!(store.delete_expired(now + secs(60), 10).await.unwrap(), 1);
-    assert_eq!(store.count_expired(now + secs(60)).await.unwrap(), 0);
-    assert_eq!(store.count(now + secs(60)).await.unwrap(), 1);
+    assert_eq!(store.count(now + secs(60)).await.unwrap().expired, 0);
+    assert_eq!(store.count(now + secs(60)).await.unwrap().live, 1);
 }
 
 async fn pool_stats_describe_each_pool(store: Arc<dyn Store>) {

@@ -189,8 +189,7 @@ impl Settings {
     /// The `[verify]` checks.
     fn validate_verify(&self) -> Result<(), ConfigError> {
         let verify = &self.verify;
-        let parts: Vec<&str> = verify.platform.split('/').collect();
-        if !(2..=3).contains(&parts.len()) || parts.iter().any(|part| part.is_empty()) {
+        if verify.platform_parts().is_none() {
             return invalid(
                 "verify.platform",
                 format!(

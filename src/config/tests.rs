@@ -312,3 +312,31 @@ fn verify_lists_come_from_comma_separated_variables() {
     );
     assert_eq!(settings.verify.blocked_networks.len(), 2);
 }
+
+#[test]
+fn a_platform_is_os_and_architecture_and_maybe_a_variant_none_of_them_empty() {
+    let parts = |platform: &str| {
+        VerifySettings {
+            platform: platform.into(),
+            ..VerifySettings::default()
+        }
+        .platform_parts()
+        .map(|(os, arch, variant)| format!("{os} {arch} {variant:?}"))
+    };
+    assert_eq!(parts("linux/amd64").as_deref(), Some("linux amd64 None"));
+    assert_eq!(
+        parts("linux/arm64/v8").as_deref(),
+        Some("linux arm64 Some(\"v8\")")
+    );
+    for bad in [
+        "",
+        "amd64",
+        "linux/",
+        "/amd64",
+        "linux/arm64/",
+        "linux//v8",
+        "a/b/c/d",
+    ] {
+        assert_eq!(parts(bad), None, "{bad:?}");
+    }
+}

@@ -70,4 +70,17 @@ impl Default for VerifySettings {
 impl VerifySettings {
     /// The keys of the list settings, which the environment gives as comma-separated values.
     pub const LIST_KEYS: [&str; 2] = ["verify.insecure_registries", "verify.blocked_networks"];
+
+    /// `platform`'s os, architecture and variant, if it is `os/architecture` or
+    /// `os/architecture/variant` with no part empty: the one reading of the setting, for its
+    /// validation and for the verifier.
+    pub fn platform_parts(&self) -> Option<(&str, &str, Option<&str>)> {
+        let mut parts = self.platform.split('/');
+        let (os, architecture, variant) = (parts.next()?, parts.next()?, parts.next());
+        let valid = parts.next().is_none()
+            && !os.is_empty()
+            && !architecture.is_empty()
+            && variant.is_none_or(|variant| !variant.is_empty());
+        valid.then_some((os, architecture, variant))
+    }
 }

@@ -78,7 +78,7 @@ impl Verifier {
             http: http.clone(),
             auths,
             insecure: settings.insecure_registries.clone(),
-            platform: Platform::parse(&settings.platform),
+            platform: Platform::of(settings),
         };
         let layers = LayerChecker {
             http,

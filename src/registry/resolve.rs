@@ -24,6 +24,7 @@ use url::Url;
 
 use super::auth_file::{AuthFile, Credential};
 use super::http::{SafeClient, SendError, host_label, read_bounded, timed_out};
+use crate::config::VerifySettings;
 use crate::domain::sha256_digest;
 use crate::domain::validate::is_sha256_digest;
 
@@ -56,14 +57,15 @@ pub(super) struct Platform {
 }
 
 impl Platform {
-    /// Parses `os/architecture[/variant]` (checked at start-up).
-    pub(super) fn parse(text: &str) -> Self {
-        let mut parts = text.split('/').map(str::to_owned);
+    /// `verify.platform` (validated at start-up: a platform that is not `os/architecture[/variant]`
+    /// matches no index entry).
+    pub(super) fn of(settings: &VerifySettings) -> Self {
+        let (os, architecture, variant) = settings.platform_parts().unwrap_or_default();
         Self {
-            os: parts.next().unwrap_or_default(),
-            architecture: parts.next().unwrap_or_default(),
-            variant: parts.next(),
-            text: text.to_owned(),
+            os: os.to_owned(),
+            architecture: architecture.to_owned(),
+            variant: variant.map(str::to_owned),
+            text: settings.platform.clone(),
         }
     }
 
@@ -547,9 +549,15 @@ mod tests {
             architecture: "arm64".into(),
             variant: variant.map(str::to_owned),
         };
-        assert!(Platform::parse("linux/arm64").matches(&entry(Some("v8"))));
-        assert!(Platform::parse("linux/arm64/v8").matches(&entry(Some("v8"))));
-        assert!(!Platform::parse("linux/arm64/v8").matches(&entry(None)));
-        assert!(!Platform::parse("linux/amd64").matches(&entry(None)));
+        let platform = |text: &str| {
+            Platform::of(&VerifySettings {
+                platform: text.into(),
+                ..VerifySettings::default()
+            })
+        };
+        assert!(platform("linux/arm64").matches(&entry(Some("v8"))));
+        assert!(platform("linux/arm64/v8").matches(&entry(Some("v8"))));
+        assert!(!platform("linux/arm64/v8").matches(&entry(None)));
+        assert!(!platform("linux/amd64").matches(&entry(None)));
     }
 }
